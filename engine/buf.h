@@ -1,0 +1,43 @@
+/*
+ * buf.h — reference-counted immutable byte buffers.
+ *
+ * One encode, many senders: a snapshot or change event is encoded once into a buffer and the
+ * same buffer is handed to every socket that sends it, each holding a reference. The creator
+ * fills `data` before the first retain; from then on the bytes never change. The last release
+ * frees the buffer (or calls the wrapper's free function) exactly once.
+ */
+#ifndef PYLON_ENGINE_BUF_H
+#define PYLON_ENGINE_BUF_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pylon_buf pylon_buf;
+typedef void (*pylon_buf_free_fn)(void *ctx, void *data, size_t len);
+
+struct pylon_buf {
+    _Atomic uint32_t refs;
+    uint32_t reserved_;
+    size_t len;
+    uint8_t *data;            /* points at inline_[] for pylon_buf_new/copy */
+    pylon_buf_free_fn free_fn; /* wrapped buffers only */
+    void *free_ctx;
+    uint8_t inline_[];
+};
+
+/* A buffer of `len` bytes to fill before sharing. NULL on memory exhaustion. */
+pylon_buf *pylon_buf_new(size_t len);
+pylon_buf *pylon_buf_copy(const void *data, size_t len);
+/* Takes ownership of `data`; free_fn(ctx, data, len) runs on the last release. */
+pylon_buf *pylon_buf_wrap(void *data, size_t len, pylon_buf_free_fn free_fn, void *ctx);
+
+static inline pylon_buf *pylon_buf_retain(pylon_buf *b)
+{
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+    return b;
+}
+
+void pylon_buf_release(pylon_buf *b);
+
+#endif

@@ -1,0 +1,150 @@
+/*
+ * loop.c — an I/O thread running a uv_loop, and the task queue other threads post to.
+ *
+ * Wake-ups: `wake_pending` is set by the post that finds it clear, and only that post calls
+ * uv_async_send. The loop clears it *before* draining, so a post that lands during the drain
+ * either is drained now or sets the flag again and causes the next wake-up. Nothing is lost
+ * and a burst of posts costs one wake-up. Posting after pylon_loop_destroy began is a bug.
+ */
+#include "engine/loop.h"
+#include "engine/log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pylon_loop {
+    uv_loop_t uv;
+    uv_async_t async;
+    pylon_mpsc tasks;
+    atomic_bool wake_pending;
+    atomic_bool stopping;
+    pthread_t thread;
+    bool started;
+    char name[32];
+    _Atomic uint64_t tasks_run, wakeups;
+};
+
+static void drain(pylon_loop *loop)
+{
+    uint64_t n = 0;
+    for (;;) {
+        /* NULL also when a post is between its two steps; that post then finds the wake-up
+         * flag clear and wakes us again, so stopping here loses nothing. */
+        pylon_mpsc_node *node = pylon_mpsc_pop(&loop->tasks);
+        if (!node) break;
+        pylon_loop_task *task = (pylon_loop_task *)node;
+        task->run(task, loop);
+        n++;
+    }
+    atomic_fetch_add_explicit(&loop->tasks_run, n, memory_order_relaxed);
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void on_async(uv_async_t *async)
+{
+    pylon_loop *loop = async->data;
+    atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
+    /* An exchange, not a store: reading the last poster's `true` makes its push visible. */
+    atomic_exchange_explicit(&loop->wake_pending, false, memory_order_acq_rel);
+    drain(loop);
+    if (atomic_load_explicit(&loop->stopping, memory_order_acquire)) {
+        /* Close every handle still open (sockets, timers, this async); the close callbacks
+         * their owners registered run during the last turns of uv_run. */
+        uv_walk(&loop->uv, close_walk_cb, NULL);
+    }
+}
+
+static void *loop_thread(void *arg)
+{
+    pylon_loop *loop = arg;
+    uv_run(&loop->uv, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+pylon_loop *pylon_loop_create(const char *name, char *err, size_t errlen)
+{
+    pylon_loop *loop = calloc(1, sizeof *loop);
+    if (!loop) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    int rc = uv_loop_init(&loop->uv);
+    if (rc == 0) {
+        rc = uv_async_init(&loop->uv, &loop->async, on_async);
+        if (rc != 0) uv_loop_close(&loop->uv);
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot create I/O loop %s: %s", name, uv_strerror(rc));
+        free(loop);
+        return NULL;
+    }
+    loop->async.data = loop;
+    loop->uv.data = loop;
+    pylon_mpsc_init(&loop->tasks);
+    snprintf(loop->name, sizeof loop->name, "%s", name ? name : "io");
+    return loop;
+}
+
+int pylon_loop_start(pylon_loop *loop)
+{
+    int rc = pthread_create(&loop->thread, NULL, loop_thread, loop);
+    if (rc != 0) return -rc;
+    loop->started = true;
+    return 0;
+}
+
+void pylon_loop_post(pylon_loop *loop, pylon_loop_task *task)
+{
+    pylon_mpsc_push(&loop->tasks, &task->node);
+    if (!atomic_exchange_explicit(&loop->wake_pending, true, memory_order_seq_cst))
+        uv_async_send(&loop->async);
+}
+
+void pylon_loop_destroy(pylon_loop *loop)
+{
+    if (!loop) return;
+    atomic_store_explicit(&loop->stopping, true, memory_order_release);
+    atomic_store_explicit(&loop->wake_pending, true, memory_order_seq_cst);
+    uv_async_send(&loop->async);
+    if (loop->started) {
+        pthread_join(loop->thread, NULL);
+    } else {
+        on_async(&loop->async);
+        uv_run(&loop->uv, UV_RUN_DEFAULT);
+    }
+    drain(loop); /* posts that landed while the handles closed */
+    int rc = uv_loop_close(&loop->uv);
+    if (rc != 0)
+        pylon_log_error("engine", "loop %s closed with handles still open: %s", loop->name,
+                        uv_strerror(rc));
+    free(loop);
+}
+
+uv_loop_t *pylon_loop_uv(pylon_loop *loop)
+{
+    return &loop->uv;
+}
+
+bool pylon_loop_on_thread(const pylon_loop *loop)
+{
+    return loop->started && pthread_equal(pthread_self(), loop->thread);
+}
+
+const char *pylon_loop_name(const pylon_loop *loop)
+{
+    return loop->name;
+}
+
+void pylon_loop_stats_get(pylon_loop *loop, pylon_loop_stats *out)
+{
+    out->tasks_run = atomic_load_explicit(&loop->tasks_run, memory_order_relaxed);
+    out->wakeups = atomic_load_explicit(&loop->wakeups, memory_order_relaxed);
+}

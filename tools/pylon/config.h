@@ -1,0 +1,47 @@
+/*
+ * config.h — the server's configuration, read once from the environment and the command line.
+ *
+ * Owns: the list of PYLON_* variables, their defaults per mode (dev or serve), validation,
+ * the refusal rules of DECISIONS.md §1, and printing the effective configuration. It reads the
+ * environment only; nothing else in the server calls getenv.
+ */
+#ifndef PYLON_TOOLS_CONFIG_H
+#define PYLON_TOOLS_CONFIG_H
+
+#include "engine/log.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum { PYLON_MODE_SERVE, PYLON_MODE_DEV } pylon_mode;
+
+typedef struct pylon_config {
+    pylon_mode mode;
+    bool dev;             /* PYLON_DEV_MODE (pylon dev forces it on) */
+    const char *host;     /* bind address: 127.0.0.1 in dev, 0.0.0.0 otherwise */
+    int port;             /* PYLON_PORT / --port; +1 sync WS, +2 SSE, +3 shards */
+    const char *data_dir; /* dev: .pylon */
+    const char *db_path, *session_db, *jobs_db, *files_dir, *manifest;
+    const char *admin_token;
+    bool admin_token_generated; /* pylon dev made one up; printed once at start */
+    const char *cors_origin, *csrf_origins;
+    const char *ws_url, *sse_url, *shard_url;
+    unsigned workers;
+    unsigned read_pool;
+    unsigned drain_secs;
+    pylon_log_format log_format;
+    pylon_log_level log_level;
+    char generated_token_[65];
+    char paths_[4][1024];
+} pylon_config;
+
+/* Reads everything. On a bad value or a refusal rule, returns false with one line in `err`
+ * that names the variable and the fix. `port_flag` is --port's text or NULL. */
+bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag, char *err,
+                       size_t errlen);
+
+/* The effective configuration, one `name = value` per line; secrets are masked. */
+void pylon_config_print(const pylon_config *cfg, FILE *out);
+
+#endif
