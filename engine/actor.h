@@ -35,6 +35,7 @@ enum {
     PYLON_MSG_BORROWED = 1u << 0, /* the runtime calls release() after the behaviour */
     PYLON_MSG_TIMER_ = 1u << 1,   /* internal: a timer tick (timer.h) */
     PYLON_MSG_STOP_ = 1u << 2,    /* internal: the actor's stop request */
+    PYLON_MSG_FINAL_ = 1u << 3,   /* internal: the last reference is gone */
 };
 
 struct pylon_msg {
@@ -51,6 +52,8 @@ typedef struct pylon_actor_def {
     pylon_behaviour_fn behaviour;       /* required */
     void (*on_stop)(pylon_actor *self); /* optional; runs once, in the actor's context */
     uint32_t batch;                     /* messages per run before yielding; 0 = runtime default */
+    bool track_pending;                 /* keep pylon_actor_pending() exact (one more atomic add
+                                           per send); for actors whose senders enforce a bound */
 } pylon_actor_def;
 
 static inline void pylon_msg_init(pylon_msg *m, uint32_t type, void (*release)(pylon_msg *))
@@ -81,8 +84,9 @@ void pylon_actor_set_state(pylon_actor *a, void *state); /* actor context only *
 pylon_runtime *pylon_actor_runtime(const pylon_actor *a);
 const char *pylon_actor_name(const pylon_actor *a);
 
-/* Messages queued and not yet handled: the figure a sender checks against its own bound
- * before sending (e.g. the persistence queue answers 503 OVERLOADED past it). */
+/* Messages queued and not yet handled, for actors defined with track_pending (0 otherwise):
+ * the figure a sender checks against its own bound before sending (e.g. the persistence queue
+ * answers 503 OVERLOADED past it). */
 uint32_t pylon_actor_pending(const pylon_actor *a);
 
 #endif

@@ -1,10 +1,9 @@
 /*
  * loop.c — an I/O thread running a uv_loop, and the task queue other threads post to.
  *
- * Wake-ups: `wake_pending` is set by the post that finds it clear, and only that post calls
- * uv_async_send. The loop clears it *before* draining, so a post that lands during the drain
- * either is drained now or sets the flag again and causes the next wake-up. Nothing is lost
- * and a burst of posts costs one wake-up. Posting after pylon_loop_destroy began is a bug.
+ * Wake-ups: the task queue is idle-marked (mpsc.h). Only the post that finds it idle calls
+ * uv_async_send; the loop drains until it manages to mark the queue idle again, so a burst of
+ * posts costs one wake-up and none is lost. Posting after pylon_loop_destroy began is a bug.
  */
 #include "engine/loop.h"
 #include "engine/log.h"
@@ -19,7 +18,6 @@ struct pylon_loop {
     uv_loop_t uv;
     uv_async_t async;
     pylon_mpsc tasks;
-    atomic_bool wake_pending;
     atomic_bool stopping;
     pthread_t thread;
     bool started;
@@ -31,8 +29,6 @@ static void drain(pylon_loop *loop)
 {
     uint64_t n = 0;
     for (;;) {
-        /* NULL also when a post is between its two steps; that post then finds the wake-up
-         * flag clear and wakes us again, so stopping here loses nothing. */
         pylon_mpsc_node *node = pylon_mpsc_pop(&loop->tasks);
         if (!node) break;
         pylon_loop_task *task = (pylon_loop_task *)node;
@@ -52,9 +48,16 @@ static void on_async(uv_async_t *async)
 {
     pylon_loop *loop = async->data;
     atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
-    /* An exchange, not a store: reading the last poster's `true` makes its push visible. */
-    atomic_exchange_explicit(&loop->wake_pending, false, memory_order_acq_rel);
-    drain(loop);
+    for (int round = 0;; round++) {
+        drain(loop);
+        if (pylon_mpsc_try_idle(&loop->tasks)) break;
+        if (round == 3) {
+            /* A post is between its two steps (its poster was preempted): serve I/O meanwhile
+             * and come back, rather than spin on the loop thread. */
+            uv_async_send(&loop->async);
+            break;
+        }
+    }
     if (atomic_load_explicit(&loop->stopping, memory_order_acquire)) {
         /* Close every handle still open (sockets, timers, this async); the close callbacks
          * their owners registered run during the last turns of uv_run. */
@@ -103,16 +106,13 @@ int pylon_loop_start(pylon_loop *loop)
 
 void pylon_loop_post(pylon_loop *loop, pylon_loop_task *task)
 {
-    pylon_mpsc_push(&loop->tasks, &task->node);
-    if (!atomic_exchange_explicit(&loop->wake_pending, true, memory_order_seq_cst))
-        uv_async_send(&loop->async);
+    if (pylon_mpsc_push(&loop->tasks, &task->node)) uv_async_send(&loop->async);
 }
 
 void pylon_loop_destroy(pylon_loop *loop)
 {
     if (!loop) return;
     atomic_store_explicit(&loop->stopping, true, memory_order_release);
-    atomic_store_explicit(&loop->wake_pending, true, memory_order_seq_cst);
     uv_async_send(&loop->async);
     if (loop->started) {
         pthread_join(loop->thread, NULL);

@@ -1,49 +1,61 @@
 /*
- * mpsc.h — intrusive lock-free multi-producer single-consumer queue.
+ * mpsc.h — intrusive lock-free multi-producer single-consumer queue with an idle mark.
  *
- * Owns: the queue algorithm only (Dmitry Vyukov's node-based MPSC queue, the one the Pony
- * runtime's message queue follows). The link lives inside the queued object, so pushing never
- * allocates. Producers may be any thread; exactly one thread pops at a time (the caller
- * guarantees that: an actor's mailbox is popped only by the worker running the actor, a loop's
- * task queue only by the loop thread).
+ * Owns: the queue algorithm only. It is Dmitry Vyukov's node-based MPSC queue (the link lives
+ * inside the queued object, so pushing never allocates) with the Pony runtime's trick for
+ * scheduling: the low bit of `head` marks the queue IDLE, i.e. empty with no consumer running.
+ *  - push() exchanges `head`; the one push that finds IDLE returns true and must wake (or
+ *    schedule) the consumer. Any later push finds the bit already cleared.
+ *  - The consumer, when it finds nothing more to do, calls try_idle(): it sets IDLE only if the
+ *    queue is really empty, atomically against pushes. If it fails, something arrived: the
+ *    consumer keeps running.
+ * So exactly one consumer is ever active, and an idle queue costs producers nothing extra.
  *
- * Invariants: `tail` is touched by the consumer only; `head` is the last pushed node; the stub
- * node is re-inserted whenever the consumer would otherwise take the last real node, so a node
- * returned by pop is no longer referenced by the queue and belongs to the caller.
+ * Invariants: `tail` is touched by the consumer only; `head` is the last pushed node and is
+ * never marked while a consumer is active; the stub node is re-inserted whenever the consumer
+ * would otherwise take the last real node, so a node returned by pop() is no longer referenced
+ * by the queue and belongs to the caller (it may be freed or pushed elsewhere at once).
  *
  * pop() may return NULL while a producer is between its exchange and its link store; the queue
- * is then not empty, only not yet readable. Callers that count messages separately (mailbox.h)
- * simply retry later.
+ * is then not empty, only not yet readable, and try_idle() fails, so the consumer comes back.
  */
 #ifndef PYLON_ENGINE_MPSC_H
 #define PYLON_ENGINE_MPSC_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct pylon_mpsc_node {
     _Atomic(struct pylon_mpsc_node *) next;
 } pylon_mpsc_node;
 
 typedef struct pylon_mpsc {
-    _Atomic(pylon_mpsc_node *) head; /* producers exchange here */
-    pylon_mpsc_node *tail;           /* consumer only */
+    _Atomic(uintptr_t) head; /* last pushed node | PYLON_MPSC_IDLE */
+    pylon_mpsc_node *tail;   /* consumer only */
     pylon_mpsc_node stub;
 } pylon_mpsc;
 
+#define PYLON_MPSC_IDLE ((uintptr_t)1)
+
+/* The queue starts IDLE: the first push returns true. */
 static inline void pylon_mpsc_init(pylon_mpsc *q)
 {
     atomic_store_explicit(&q->stub.next, NULL, memory_order_relaxed);
-    atomic_store_explicit(&q->head, &q->stub, memory_order_relaxed);
+    atomic_store_explicit(&q->head, (uintptr_t)&q->stub | PYLON_MPSC_IDLE, memory_order_relaxed);
     q->tail = &q->stub;
 }
 
-/* Any thread. Wait-free: one exchange and one store. */
-static inline void pylon_mpsc_push(pylon_mpsc *q, pylon_mpsc_node *n)
+/* Any thread. Wait-free: one exchange and one store. True when the queue was idle: the caller
+ * then owns waking the consumer. */
+static inline bool pylon_mpsc_push(pylon_mpsc *q, pylon_mpsc_node *n)
 {
     atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-    pylon_mpsc_node *prev = atomic_exchange_explicit(&q->head, n, memory_order_acq_rel);
-    atomic_store_explicit(&prev->next, n, memory_order_release);
+    uintptr_t prev = atomic_exchange_explicit(&q->head, (uintptr_t)n, memory_order_acq_rel);
+    pylon_mpsc_node *p = (pylon_mpsc_node *)(prev & ~PYLON_MPSC_IDLE);
+    atomic_store_explicit(&p->next, n, memory_order_release);
+    return (prev & PYLON_MPSC_IDLE) != 0;
 }
 
 /* Consumer only. Returns the oldest node, or NULL if nothing is readable yet. */
@@ -62,8 +74,9 @@ static inline pylon_mpsc_node *pylon_mpsc_pop(pylon_mpsc *q)
         return tail;
     }
     /* `tail` is the last linked node. If it is also the head, put the stub behind it so the
-     * queue never becomes empty-without-stub, then hand `tail` out. */
-    if (tail != atomic_load_explicit(&q->head, memory_order_acquire)) return NULL; /* push in flight */
+     * list never runs dry, then hand `tail` out. */
+    if ((uintptr_t)tail != atomic_load_explicit(&q->head, memory_order_acquire))
+        return NULL; /* a push is in flight */
     pylon_mpsc_push(q, &q->stub);
     next = atomic_load_explicit(&tail->next, memory_order_acquire);
     if (next != NULL) {
@@ -73,12 +86,15 @@ static inline pylon_mpsc_node *pylon_mpsc_pop(pylon_mpsc *q)
     return NULL;
 }
 
-/* Consumer only: true when nothing at all is queued and no push is in flight. */
-static inline int pylon_mpsc_is_empty(pylon_mpsc *q)
+/* Consumer only: marks the queue IDLE if it is empty with no push in flight. False means
+ * there is (or is about to be) something to pop: keep consuming. */
+static inline bool pylon_mpsc_try_idle(pylon_mpsc *q)
 {
-    return q->tail == &q->stub &&
-           atomic_load_explicit(&q->stub.next, memory_order_acquire) == NULL &&
-           atomic_load_explicit(&q->head, memory_order_acquire) == &q->stub;
+    if (q->tail != &q->stub || atomic_load_explicit(&q->stub.next, memory_order_acquire) != NULL)
+        return false;
+    uintptr_t expect = (uintptr_t)&q->stub;
+    return atomic_compare_exchange_strong_explicit(&q->head, &expect, expect | PYLON_MPSC_IDLE,
+                                                   memory_order_seq_cst, memory_order_relaxed);
 }
 
 #endif

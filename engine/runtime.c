@@ -12,7 +12,14 @@
  * itself on the idle stack (`nidle`), re-checks every queue, and only then waits on its
  * semaphore. A scheduler of work publishes the actor, then (after a full fence) wakes one idle
  * worker unless one is already spinning. The two fences pair up: either the waker sees the
- * idle worker, or the worker's re-check sees the work. No wake-up is lost.
+ * idle worker, or the worker's re-check sees the work. No wake-up is lost. (A worker readying
+ * an actor on its own otherwise empty ring skips the wake-up: see schedule_on.)
+ *
+ * runnext. Like Go, a worker keeps the actor it readied last in a private slot and runs it
+ * next: a request/reply pair then stays on one core with its cache lines hot and costs no
+ * run-queue atomics. The slot is not stealable, so an actor waits in it at most for the rest
+ * of the current behaviour (behaviours must not block), and a pair can hold the worker for at
+ * most RUNNEXT_STREAK_MAX runs before the ring gets a turn.
  */
 #include "engine/runtime_internal.h"
 #include "engine/log.h"
@@ -29,6 +36,7 @@
 #define GLOBAL_CHECK_EVERY 61u
 #define GLOBAL_GRAB_MAX 32u
 #define SPIN_ROUNDS 64
+#define RUNNEXT_STREAK_MAX 16u
 #define MAX_WORKERS 256u
 
 typedef struct worker {
@@ -39,6 +47,8 @@ typedef struct worker {
     unsigned index;
     pthread_t thread;
     sem_t wake;
+    pylon_actor *runnext; /* owner only: the actor readied last, run next (see schedule_on) */
+    uint32_t runnext_streak;
     uint32_t rand;
     uint64_t runs_since_global;
     /* counters written by the owner only, read (approximately) by stats */
@@ -129,16 +139,17 @@ static pylon_actor *ring_pop(worker *w)
     }
 }
 
-/* Owner only. A full ring sends half of itself and `a` to the global queue. */
-static void ring_push(worker *w, pylon_actor *a)
+/* Owner only. A full ring sends half of itself and `a` to the global queue. Returns how many
+ * actors were ready before this one (in the ring, or the spilled batch). */
+static uint32_t ring_push(worker *w, pylon_actor *a)
 {
     for (;;) {
         uint32_t h = atomic_load_explicit(&w->head, memory_order_acquire);
         uint32_t t = atomic_load_explicit(&w->tail, memory_order_relaxed);
         if (t - h < RING_SIZE) {
             atomic_store_explicit(&w->ring[t % RING_SIZE], a, memory_order_relaxed);
-            atomic_store_explicit(&w->tail, t + 1, memory_order_seq_cst);
-            return;
+            atomic_store_explicit(&w->tail, t + 1, memory_order_release);
+            return t - h;
         }
         uint32_t n = RING_SIZE / 2;
         pylon_actor *batch[RING_SIZE / 2];
@@ -150,7 +161,7 @@ static void ring_push(worker *w, pylon_actor *a)
         for (uint32_t i = 0; i + 1 < n; i++) batch[i]->next_ready = batch[i + 1];
         batch[n - 1]->next_ready = a;
         global_push_list(w->rt, batch[0], a, n + 1);
-        return;
+        return n;
     }
 }
 
@@ -178,18 +189,23 @@ static pylon_actor *ring_steal(worker *thief, worker *victim)
         /* Keep the last one to run; publish the others in our ring. */
         pylon_actor *run = atomic_load_explicit(&thief->ring[(tt + n - 1) % RING_SIZE],
                                                 memory_order_relaxed);
-        if (n > 1) atomic_store_explicit(&thief->tail, tt + n - 1, memory_order_seq_cst);
+        if (n > 1) atomic_store_explicit(&thief->tail, tt + n - 1, memory_order_release);
         return run;
     }
 }
 
 /* ---- waking ------------------------------------------------------------------------------ */
 
-static void wake_one(pylon_runtime *rt)
+/* `need_fence`: the caller made work visible that only a woken worker would find (the global
+ * queue), so the store-load fence that pairs with the sleeper's is required for liveness. A
+ * worker waking peers for work in its own ring passes false: there the wake-up is only a hint
+ * for parallelism (the owner runs its ring anyway), and skipping the fence saves tens of
+ * cycles per message. */
+static void wake_one(pylon_runtime *rt, bool need_fence)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&rt->nidle, memory_order_seq_cst) == 0) return;
-    if (atomic_load_explicit(&rt->nspinning, memory_order_seq_cst) != 0) return;
+    if (need_fence) atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&rt->nidle, memory_order_relaxed) == 0) return;
+    if (atomic_load_explicit(&rt->nspinning, memory_order_relaxed) != 0) return;
     pthread_mutex_lock(&rt->idle_lock);
     if (rt->idle_count == 0) {
         pthread_mutex_unlock(&rt->idle_lock);
@@ -201,14 +217,35 @@ static void wake_one(pylon_runtime *rt)
     sem_post(&w->wake);
 }
 
+/* A worker readying an actor puts it in runnext; the one it displaces goes to the ring. A
+ * peer is woken only when that leaves work a peer could take: the owner runs its own ring and
+ * runnext anyway, and waking a peer just to steal a ping-pong partner costs a futex call per
+ * message. The owner never sleeps while it has work, so nothing is stranded. */
+static void schedule_on(worker *w, pylon_actor *a)
+{
+    pylon_actor *prev = w->runnext;
+    w->runnext = a;
+    if (prev) {
+        ring_push(w, prev);
+        wake_one(w->rt, false);
+    }
+}
+
+/* The end of a run that used its whole batch: behind every other ready actor, for fairness. */
+static void requeue(worker *w, pylon_actor *a)
+{
+    if (ring_push(w, a) > 0 || w->runnext) wake_one(w->rt, false);
+}
+
 void pylon_runtime_schedule_(pylon_runtime *rt, pylon_actor *a)
 {
     worker *w = current_worker;
-    if (w && w->rt == rt)
-        ring_push(w, a);
-    else
-        global_push_list(rt, a, a, 1);
-    wake_one(rt);
+    if (w && w->rt == rt) {
+        schedule_on(w, a);
+        return;
+    }
+    global_push_list(rt, a, a, 1);
+    wake_one(rt, true);
 }
 
 /* ---- the worker loop --------------------------------------------------------------------- */
@@ -221,7 +258,18 @@ static pylon_actor *find_work(worker *w)
         w->runs_since_global = 0;
         if ((a = global_take(rt, w, 0))) return a;
     }
+    if (w->runnext && w->runnext_streak < RUNNEXT_STREAK_MAX) {
+        a = w->runnext;
+        w->runnext = NULL;
+        w->runnext_streak++;
+        return a;
+    }
+    w->runnext_streak = 0;
     if ((a = ring_pop(w))) return a;
+    if ((a = w->runnext)) {
+        w->runnext = NULL;
+        return a;
+    }
     if ((a = global_take(rt, w, GLOBAL_GRAB_MAX))) return a;
     if (rt->nworkers > 1) {
         unsigned start = (w->rand = w->rand * 1103515245u + 12345u) % rt->nworkers;
@@ -314,10 +362,7 @@ static void *worker_main(void *arg)
         atomic_store_explicit(&w->messages,
                               atomic_load_explicit(&w->messages, memory_order_relaxed) + delivered,
                               memory_order_relaxed);
-        if (again) {
-            ring_push(w, a);
-            wake_one(w->rt);
-        }
+        if (again) requeue(w, a);
     }
     current_worker = NULL;
     return NULL;

@@ -1,13 +1,15 @@
 /*
  * runtime_internal.h — what actor.c, runtime.c and timer.c share and nobody else may use.
  *
- * The actor's combined counter `rc` packs two numbers so one atomic operation can tell both
- * "this push made the mailbox non-empty" and "nothing refers to this actor any more":
- *   high 32 bits: references (spawner's handle, the runtime's life reference, retains, timers)
- *   low 32 bits:  messages queued and not yet handled
- * The actor is scheduled exactly when the low half goes 0 → 1 and stays in one run queue until
- * the worker that runs it brings the low half back to 0. Memory is freed when the whole word
- * reaches 0: no reference left and nothing queued, so no run queue holds it either.
+ * Scheduling: an actor is scheduled exactly when a send finds its mailbox IDLE (mpsc.h), and it
+ * stays in one run queue, or on one worker, until the worker that runs it succeeds in marking
+ * the mailbox IDLE again. That is the whole "never on two threads" argument.
+ *
+ * Lifetime: `refs` counts references (the spawner's handle, the runtime's life reference held
+ * until the actor stops, retains, timers). The release that takes it to 0 sends the actor its
+ * own `final_msg` instead of freeing: only the worker running the actor ever frees it, after
+ * handling that message. It is necessarily the last message (every other send happened before
+ * its sender's release), so nothing can touch the actor afterwards.
  */
 #ifndef PYLON_ENGINE_RUNTIME_INTERNAL_H
 #define PYLON_ENGINE_RUNTIME_INTERNAL_H
@@ -17,14 +19,13 @@
 
 #include <stdatomic.h>
 
-#define PYLON_RC_REF ((uint64_t)1 << 32)
-#define PYLON_RC_QUEUED_MASK ((uint64_t)0xffffffffu)
-
 typedef struct pylon_timers pylon_timers;
 
-struct pylon_actor {
+/* Cache-line aligned so that actors run by different workers never share a line. */
+struct __attribute__((aligned(64))) pylon_actor {
     pylon_mpsc mailbox;
-    _Atomic uint64_t rc;
+    _Atomic uint32_t pending; /* only when def->track_pending */
+    _Atomic uint32_t refs;
     pylon_actor *next_ready; /* link in the global run queue, guarded by its lock */
     pylon_runtime *rt;
     const pylon_actor_def *def;
@@ -32,7 +33,9 @@ struct pylon_actor {
     uint32_t batch;
     bool stopped; /* actor context only */
     atomic_bool stop_requested;
+    bool finished; /* final_msg handled: free at the end of this run */
     pylon_msg stop_msg;
+    pylon_msg final_msg;
 };
 
 /* runtime.c */
