@@ -128,7 +128,7 @@ static void deliver(pylon_actor *a, pylon_msg *m)
     /* Read before the call: an owned message may be freed or forwarded by the behaviour. */
     bool borrowed = m->flags & PYLON_MSG_BORROWED;
     a->def->behaviour(a, m);
-    if (borrowed) m->release(m);
+    if (borrowed) pylon_msg_free(m); /* hands it back through its release function */
 }
 
 bool pylon_actor_run_(pylon_actor *a, uint32_t *delivered)

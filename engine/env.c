@@ -24,9 +24,14 @@ const char *pylon_env_str(const char *name, const char *def)
 static bool fail(pylon_env_error *err, const char *name, const char *text, const char *expected)
 {
     if (err) {
-        /* Quote at most 60 bytes of the bad value; a huge value would drown the message. */
-        snprintf(err->msg, sizeof err->msg, "%s=\"%.60s%s\" is not valid: expected %s", name,
-                 text, strlen(text) > 60 ? "..." : "", expected);
+        /* Quote at most 60 bytes of the bad value (a huge value would drown the message), with
+         * control characters shown as '?' so the message stays one line. */
+        char shown[61];
+        size_t n = 0;
+        for (; text[n] && n < 60; n++) shown[n] = (unsigned char)text[n] < 0x20 ? '?' : text[n];
+        shown[n] = '\0';
+        snprintf(err->msg, sizeof err->msg, "%s=\"%s%s\" is not valid: expected %s", name,
+                 shown, strlen(text) > 60 ? "..." : "", expected);
     }
     return false;
 }

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -136,7 +137,15 @@ static void put_field_value(out *o, pylon_log_format format, const pylon_log_fie
         break;
     case PYLON_LOG_INT: putf(o, "%" PRId64, f->v.i); break;
     case PYLON_LOG_UINT: putf(o, "%" PRIu64, f->v.u); break;
-    case PYLON_LOG_DOUBLE: putf(o, "%.3f", f->v.d); break;
+    case PYLON_LOG_DOUBLE:
+        /* JSON has no NaN or infinity; huge and tiny values keep their magnitude. */
+        if (!isfinite(f->v.d))
+            puts_(o, "null");
+        else if (f->v.d == 0 || (fabs(f->v.d) >= 1e-3 && fabs(f->v.d) < 1e15))
+            putf(o, "%.3f", f->v.d);
+        else
+            putf(o, "%.6g", f->v.d);
+        break;
     case PYLON_LOG_BOOL: puts_(o, f->v.b ? "true" : "false"); break;
     }
 }
@@ -147,6 +156,7 @@ size_t pylon_log_format_line(char *buf, size_t cap, pylon_log_format format, pyl
 {
     if (cap == 0) return 0;
     buf[0] = '\0';
+    if (cap < 2) return 0; /* not even room for the newline and the NUL */
     /* Keep one byte for the newline, which is always written, even after truncation. */
     out o = {buf, 0, cap > 1 ? cap - 1 : 1};
     if (format == PYLON_LOG_JSON) {

@@ -41,8 +41,10 @@ int pylon_loop_start(pylon_loop *loop);
 /* Any thread. */
 void pylon_loop_post(pylon_loop *loop, pylon_loop_task *task);
 
-/* Runs the tasks still queued, closes every handle left on the loop (their close callbacks
- * run), joins the thread and frees the loop. Not from the loop thread. */
+/* Runs the tasks still queued, closes every handle left on the loop, joins the thread and
+ * frees the loop. Owners should close their handles first (their close callbacks then run and
+ * free their memory); a handle left open is closed without a callback. Tasks posted while the
+ * handles close run on the calling thread after the join. Not from the loop thread. */
 void pylon_loop_destroy(pylon_loop *loop);
 
 /* The uv_loop, for use on the loop thread (or before start). */

@@ -10,9 +10,9 @@
  *
  * Sleeping. A worker that finds nothing spins a little (counted in `nspinning`), then puts
  * itself on the idle stack (`nidle`), re-checks every queue, and only then waits on its
- * semaphore. A scheduler of work publishes the actor, then (after a full fence) wakes one idle
- * worker unless one is already spinning. The two fences pair up: either the waker sees the
- * idle worker, or the worker's re-check sees the work. No wake-up is lost. (A worker readying
+ * semaphore. A scheduler of work publishes the actor, then wakes one idle worker unless one is
+ * already spinning. Both sides use seq_cst operations, so either the waker sees the idle
+ * worker or the worker's re-check sees the work. No wake-up is lost. (A worker readying
  * an actor on its own otherwise empty ring skips the wake-up: see schedule_on.)
  *
  * runnext. Like Go, a worker keeps the actor it readied last in a private slot and runs it
@@ -196,16 +196,17 @@ static pylon_actor *ring_steal(worker *thief, worker *victim)
 
 /* ---- waking ------------------------------------------------------------------------------ */
 
-/* `need_fence`: the caller made work visible that only a woken worker would find (the global
- * queue), so the store-load fence that pairs with the sleeper's is required for liveness. A
- * worker waking peers for work in its own ring passes false: there the wake-up is only a hint
- * for parallelism (the owner runs its ring anyway), and skipping the fence saves tens of
- * cycles per message. */
-static void wake_one(pylon_runtime *rt, bool need_fence)
+/* `sure`: the caller made work visible that only a woken worker would find (the global queue,
+ * published by a seq_cst add to global_len), so the loads below must be seq_cst too: with the
+ * sleeper's seq_cst increment of nidle and its seq_cst re-read of global_len this is the
+ * store-buffering pattern, where at least one side sees the other. A worker waking peers for
+ * work in its own ring passes false: there the wake-up is only a hint for parallelism (the
+ * owner runs its ring anyway) and relaxed loads are enough. */
+static void wake_one(pylon_runtime *rt, bool sure)
 {
-    if (need_fence) atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&rt->nidle, memory_order_relaxed) == 0) return;
-    if (atomic_load_explicit(&rt->nspinning, memory_order_relaxed) != 0) return;
+    memory_order mo = sure ? memory_order_seq_cst : memory_order_relaxed;
+    if (atomic_load_explicit(&rt->nidle, mo) == 0) return;
+    if (atomic_load_explicit(&rt->nspinning, mo) != 0) return;
     pthread_mutex_lock(&rt->idle_lock);
     if (rt->idle_count == 0) {
         pthread_mutex_unlock(&rt->idle_lock);
@@ -326,8 +327,7 @@ static pylon_actor *wait_for_work(worker *w)
             atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
             spinning = false;
         }
-        atomic_thread_fence(memory_order_seq_cst);
-        /* Re-check after announcing ourselves idle: pairs with wake_one's fence. */
+        /* Re-check after announcing ourselves idle (seq_cst, see wake_one). */
         a = find_work(w);
         if (!a && atomic_load_explicit(&rt->shutting_down, memory_order_seq_cst)) {
             idle_remove(rt, w);

@@ -171,13 +171,15 @@ static void *timer_thread(void *arg)
             pthread_cond_timedwait(&ts->cond, &ts->lock, &until);
             continue;
         }
-        pylon_timer *to_send = NULL, *to_free = NULL;
+        /* Sent in deadline order: the list keeps the order the heap gives them. */
+        pylon_timer *to_send = NULL, **send_tail = &to_send, *to_free = NULL;
         while (ts->len > 0 && deadline_of(ts->heap[0]) <= now) {
             bool free_it = false;
             pylon_timer *t = ts->heap[0];
             if (fire_locked(ts, t, now, &free_it)) {
-                t->fire_next = to_send;
-                to_send = t;
+                t->fire_next = NULL;
+                *send_tail = t;
+                send_tail = &t->fire_next;
             } else if (free_it) {
                 t->fire_next = to_free;
                 to_free = t;

@@ -82,6 +82,32 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     if (!pylon_env_int("PYLON_DRAIN_SECS", 30, 0, 3600, &v, &e)) goto bad;
     cfg->drain_secs = (unsigned)v;
 
+    if (!pylon_env_int("PYLON_IO_THREADS", 1, 1, 64, &v, &e)) goto bad;
+    cfg->io_threads = (unsigned)v;
+    /* The original's quirk kept on purpose: the generous limit applies in dev. */
+    if (!pylon_env_int("PYLON_RATE_LIMIT_MAX", cfg->dev ? 100000 : 600, 0, 100000000, &v, &e))
+        goto bad;
+    cfg->rate_max = (unsigned)v;
+    if (!pylon_env_int("PYLON_RATE_LIMIT_WINDOW", 60, 1, 86400, &v, &e)) goto bad;
+    cfg->rate_window_s = (unsigned)v;
+    if (!pylon_env_int("PYLON_TRUST_PROXY_HOPS", 0, 0, 16, &v, &e)) goto bad;
+    cfg->trust_proxy_hops = (unsigned)v;
+    if (!pylon_env_size("PYLON_WS_MAX_FRAME", 16u << 20, 125, 1u << 30, &cfg->ws_max_frame, &e))
+        goto bad;
+    if (!pylon_env_size("PYLON_WS_MAX_BACKLOG", 4u << 20, 4096, 1u << 30, &cfg->ws_max_backlog,
+                        &e))
+        goto bad;
+    if (!pylon_env_int("PYLON_MAX_CONNS_PER_IP", 1024, 0, 1000000, &v, &e)) goto bad;
+    cfg->max_conns_per_ip = (unsigned)v;
+    if (!pylon_env_int("PYLON_MAX_STREAMS_PER_IP", 64, 0, 1000000, &v, &e)) goto bad;
+    cfg->max_stream_conns_per_ip = (unsigned)v;
+    if (!pylon_env_int("PYLON_HEADER_TIMEOUT_SECS", 10, 1, 3600, &v, &e)) goto bad;
+    cfg->header_timeout_s = (unsigned)v;
+    if (!pylon_env_int("PYLON_BODY_TIMEOUT_SECS", 30, 1, 3600, &v, &e)) goto bad;
+    cfg->body_timeout_s = (unsigned)v;
+    if (!pylon_env_int("PYLON_IDLE_TIMEOUT_SECS", 60, 1, 86400, &v, &e)) goto bad;
+    cfg->idle_timeout_s = (unsigned)v;
+
     static const char *const formats[] = {"text", "json", NULL};
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
     int choice;
@@ -162,6 +188,9 @@ void pylon_config_print(const pylon_config *cfg, FILE *out)
         fprintf(out, "PYLON_WORKERS      = one per core\n");
     fprintf(out, "PYLON_READ_POOL    = %u\n", cfg->read_pool);
     fprintf(out, "PYLON_DRAIN_SECS   = %u\n", cfg->drain_secs);
+    fprintf(out, "PYLON_IO_THREADS   = %u\n", cfg->io_threads);
+    fprintf(out, "PYLON_RATE_LIMIT   = %u per %u s per IP\n", cfg->rate_max, cfg->rate_window_s);
+    fprintf(out, "PYLON_WS_MAX_FRAME = %llu bytes\n", (unsigned long long)cfg->ws_max_frame);
     fprintf(out, "PYLON_LOG_FORMAT   = %s\n", cfg->log_format == PYLON_LOG_JSON ? "json" : "text");
     fprintf(out, "PYLON_LOG_LEVEL    = %s\n", pylon_log_level_name(cfg->log_level));
 }

@@ -30,6 +30,12 @@ typedef struct pylon_config {
     unsigned workers;
     unsigned read_pool;
     unsigned drain_secs;
+    unsigned io_threads;
+    unsigned rate_max, rate_window_s; /* per client IP; 0 = unlimited */
+    unsigned trust_proxy_hops;
+    uint64_t ws_max_frame, ws_max_backlog;
+    unsigned max_conns_per_ip, max_stream_conns_per_ip;
+    unsigned header_timeout_s, body_timeout_s, idle_timeout_s;
     pylon_log_format log_format;
     pylon_log_level log_level;
     char generated_token_[65];

@@ -5,11 +5,25 @@
  * Exit codes: 0 ok, 1 error (including every refusal), 64 usage, 69 not available here.
  */
 #include "config.h"
+#include "streams.h"
 
+#include "actors/ops.h"
+#include "actors/readiness.h"
+#include "engine/clock.h"
 #include "engine/log.h"
+#include "engine/runtime.h"
+#include "http/guard.h"
+#include "http/router.h"
+#include "http/server.h"
 
+#include <errno.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define EXIT_USAGE 64
 #define EXIT_UNAVAILABLE 69
@@ -35,6 +49,8 @@ static void usage(FILE *out)
             PYLON_VERSION);
 }
 
+static int serve(const pylon_config *cfg);
+
 static int run_server(pylon_mode mode, int argc, char **argv)
 {
     const char *port_flag = NULL;
@@ -55,11 +71,136 @@ static int run_server(pylon_mode mode, int argc, char **argv)
         return 1;
     }
     pylon_log_configure(cfg.log_format, cfg.log_level, 2);
-    printf("pylon %s\n", PYLON_VERSION);
-    pylon_config_print(&cfg, stdout);
-    if (cfg.admin_token_generated) printf("admin token (shown once): %s\n", cfg.admin_token);
-    printf("The HTTP server is not built yet in this version: configuration checked, exiting.\n");
-    return 0;
+    if (mode == PYLON_MODE_DEV) pylon_config_print(&cfg, stderr); /* what dev runs with */
+    return serve(&cfg);
+}
+
+/* mkdir -p for the directory that will hold `path` (dev keeps everything under .pylon/). */
+static bool ensure_parent_dir(const char *path, char *err, size_t errlen)
+{
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    char *dir = dirname(tmp);
+    if (strcmp(dir, ".") == 0 || strcmp(dir, "/") == 0) return true;
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST) goto fail;
+        *p = '/';
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) goto fail;
+    return true;
+fail:
+    snprintf(err, errlen, "cannot create directory %s for %s: %s", dir, path, strerror(errno));
+    return false;
+}
+
+static int serve(const pylon_config *cfg)
+{
+    /* Signals are taken by sigwait below; every thread created from here inherits the mask.
+     * SIGPIPE is ignored: a client that vanishes mid-write is an error code, not a crash. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char err[512];
+    if (cfg->mode == PYLON_MODE_DEV && !ensure_parent_dir(cfg->db_path, err, sizeof err)) {
+        pylon_log_error("pylon", "%s", err);
+        return 1;
+    }
+    pylon_runtime_options ro = {.workers = cfg->workers};
+    pylon_runtime *rt = pylon_runtime_create(&ro, err, sizeof err);
+    if (!rt) {
+        pylon_log_error("pylon", "cannot start the actor runtime: %s", err);
+        return 1;
+    }
+    int rc = 1;
+    pylon_router *router = pylon_router_new();
+    pylon_guard *guard = NULL;
+    pylon_http_server *srv = NULL;
+    pylon_readiness *ready = pylon_readiness_start(rt, cfg->db_path, err, sizeof err);
+    if (!ready) {
+        pylon_log_error("pylon", "%s", err);
+        goto out;
+    }
+    pylon_ops ops = {.rt = rt,
+                     .dev = cfg->dev,
+                     .admin_token = cfg->admin_token,
+                     .host = cfg->host,
+                     .port = cfg->port,
+                     .ws_url = cfg->ws_url,
+                     .sse_url = cfg->sse_url,
+                     .shard_url = cfg->shard_url,
+                     .start_ns = pylon_clock_now_ns()};
+    atomic_init(&ops.server, NULL);
+    if (!router || !pylon_ops_routes(router, &ops) ||
+        !pylon_router_add_actor(router, PYLON_M_GET | PYLON_M_HEAD, "/readyz",
+                                pylon_readiness_actor(ready), 0, NULL)) {
+        pylon_log_error("pylon", "cannot build the routes (out of memory)");
+        goto out;
+    }
+    pylon_guard_config gc = {.dev = cfg->dev,
+                             .cors_origin = cfg->cors_origin,
+                             .csrf_origins = cfg->csrf_origins,
+                             .rate_max = cfg->rate_max,
+                             .rate_window_s = cfg->rate_window_s,
+                             .trust_proxy_hops = cfg->trust_proxy_hops};
+    guard = pylon_guard_new(&gc);
+    pylon_http_server_options so = {
+        .host = cfg->host,
+        .port = cfg->port,
+        .io_threads = cfg->io_threads,
+        .max_header_bytes = 16 * 1024,
+        .max_body_bytes = 10 * 1024 * 1024,
+        .header_timeout_s = cfg->header_timeout_s,
+        .body_timeout_s = cfg->body_timeout_s,
+        .idle_timeout_s = cfg->idle_timeout_s,
+        .max_conns_per_ip = cfg->max_conns_per_ip,
+        .max_stream_conns_per_ip = cfg->max_stream_conns_per_ip,
+        .ws_max_frame = cfg->ws_max_frame,
+        .stream_max_backlog = cfg->ws_max_backlog,
+        .ws_ping_s = 30,
+        .ws_dead_s = 75,
+        .sse_keepalive_s = 30,
+        .trust_proxy_hops = cfg->trust_proxy_hops,
+        .router = router,
+        .guard = guard,
+        .streams = {[PYLON_STREAM_SYNC_WS] = &pylon_sync_ws_endpoint,
+                    [PYLON_STREAM_SSE] = &pylon_sse_endpoint,
+                    [PYLON_STREAM_SHARD_WS] = &pylon_shard_ws_endpoint}};
+    if (!guard || !(srv = pylon_http_server_start(&so, err, sizeof err))) {
+        pylon_log_error("pylon", "%s", guard ? err : "out of memory");
+        goto out;
+    }
+    atomic_store(&ops.server, srv);
+    pylon_log_info("pylon", "pylon %s %s on http://%s:%d (sync ws :%d, sse :%d, shards :%d), db %s",
+                   PYLON_VERSION, cfg->mode == PYLON_MODE_DEV ? "dev" : "serve", cfg->host,
+                   cfg->port, cfg->port + 1, cfg->port + 2, cfg->port + 3, cfg->db_path);
+    if (cfg->admin_token_generated)
+        pylon_log_info("pylon", "admin token (generated, shown once): %s", cfg->admin_token);
+
+    int sig = 0;
+    sigwait(&stop, &sig);
+    pylon_log_info("pylon", "%s received: shutting down (drain cap %u s)",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM", cfg->drain_secs);
+    /* The deployment page's five steps: stop accepting; finish in-flight requests; close
+     * WebSockets (1001) and SSE; flush the database; exit 0. */
+    pylon_readiness_set_draining(ready);
+    pylon_http_server_shutdown(srv, cfg->drain_secs);
+    pylon_readiness_stop(ready);
+    ready = NULL;
+    pylon_log_info("pylon", "database flushed; bye");
+    rc = 0;
+out:
+    pylon_http_server_destroy(srv);
+    if (ready) pylon_readiness_stop(ready);
+    pylon_router_free(router);
+    pylon_guard_free(guard);
+    pylon_runtime_destroy(rt);
+    return rc;
 }
 
 int main(int argc, char **argv)

@@ -1,0 +1,76 @@
+/*
+ * stream.h — long-lived client connections (WebSocket and SSE) as actors see them.
+ *
+ * Owns: the stream handle and its contract. A stream is created by the server when an upgrade
+ * (or an SSE request) succeeds; the endpoint's handlers (sync sessions, shards) get it in
+ * on_open and may keep it (retain) and send to it from any thread. Sends take already framed
+ * bytes, so one encoded buffer can go to thousands of streams without a copy.
+ *
+ * Backlog: every stream has a bound on the bytes queued to its client (PYLON_WS_MAX_BACKLOG).
+ * Past it the endpoint's policy applies: CLOSE closes the stream (WebSocket code 1013, "try
+ * again later"; the sync clients pull before reconnecting, so nothing is lost), SKIP drops the
+ * new frame (shard snapshots: the next one supersedes it).
+ */
+#ifndef PYLON_HTTP_STREAM_H
+#define PYLON_HTTP_STREAM_H
+
+#include "engine/buf.h"
+#include "http/http.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    PYLON_STREAM_SYNC_WS,
+    PYLON_STREAM_SSE,
+    PYLON_STREAM_SHARD_WS,
+    PYLON_STREAM_KIND_COUNT
+} pylon_stream_kind;
+
+typedef enum { PYLON_BACKLOG_CLOSE, PYLON_BACKLOG_SKIP } pylon_backlog_policy;
+
+typedef struct pylon_stream pylon_stream;
+
+typedef struct pylon_stream_open {
+    pylon_stream_kind kind;
+    const pylon_http_request *req; /* the opening request; valid during on_open only */
+    const char *bearer;   /* token from Authorization: Bearer or the bearer.<t> subprotocol */
+    const char *protocol; /* the subprotocol echoed to the client, or NULL */
+    const char *shard_id; /* shard WS: from ?shard= or /shard/<id> */
+} pylon_stream_open;
+
+typedef struct pylon_stream_handlers {
+    /* Loop thread, after the handshake response is queued. Returns the endpoint's state for
+     * this stream (e.g. its session actor). May close the stream at once (e.g. 1008). */
+    void *(*on_open)(pylon_stream *s, const pylon_stream_open *info);
+    /* Loop thread: one complete message from the client (WebSocket only). */
+    void (*on_message)(void *user, pylon_stream *s, bool binary, const uint8_t *data,
+                       size_t len);
+    /* Loop thread: the connection is gone. Sends after this are dropped. */
+    void (*on_close)(void *user, pylon_stream *s);
+    pylon_backlog_policy backlog_policy;
+} pylon_stream_handlers;
+
+void pylon_stream_retain(pylon_stream *s);
+void pylon_stream_release(pylon_stream *s);
+
+/* Any thread. `framed` must be a complete WebSocket frame (pylon_ws_frame) or SSE event
+ * (pylon_sse_event) matching the stream's transport; the stream takes its own reference.
+ * Returns false when the stream is closed or the frame was dropped by the backlog policy. */
+bool pylon_stream_send(pylon_stream *s, pylon_buf *framed);
+
+/* Any thread. WebSocket: a close frame with `code` and `reason`, then the TCP close once it
+ * is written; code 0 drops the connection without a close frame. SSE: the response ends.
+ * Idempotent. */
+void pylon_stream_close(pylon_stream *s, uint16_t code, const char *reason);
+
+pylon_stream_kind pylon_stream_kind_of(const pylon_stream *s);
+bool pylon_stream_is_open(const pylon_stream *s);
+
+/* Framing helpers. opcode: 1 text, 2 binary. */
+pylon_buf *pylon_ws_frame(int opcode, const void *payload, size_t len);
+/* "data: <json>\n\n" (the payload must not contain newlines: compact JSON never does). */
+pylon_buf *pylon_sse_event(const char *json, size_t len);
+
+#endif

@@ -1,0 +1,338 @@
+/*
+ * test_ws.c — the WebSocket and SSE plumbing of http/, in process, over real loopback sockets.
+ *
+ * A server is started with an echo endpoint on the sync WebSocket (the real endpoints come
+ * with the sync and shard layers); a raw client speaks RFC 6455 by hand, so every frame the
+ * server sends is checked byte by byte: handshake and subprotocol echo, masked text frames,
+ * fragmented messages, ping/pong, close handshake, oversized frames (1009), unmasked frames
+ * (1002), the backlog bound (1013) and shutdown (1001).
+ */
+#include "http/guard.h"
+#include "http/router.h"
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static pylon_http_server *srv;
+static pylon_router *router;
+static pylon_guard *guard;
+static int base_port;
+
+/* Echo: a text message "flood" makes the server send 64 MiB to test the backlog bound. */
+static void echo_msg(void *user, pylon_stream *s, bool binary, const uint8_t *data, size_t len)
+{
+    (void)user;
+    if (!binary && len == 5 && memcmp(data, "flood", 5) == 0) {
+        static uint8_t chunk[65536];
+        pylon_buf *f = pylon_ws_frame(2, chunk, sizeof chunk);
+        for (int i = 0; i < 1024 && pylon_stream_is_open(s); i++) pylon_stream_send(s, f);
+        pylon_buf_release(f);
+        return;
+    }
+    pylon_buf *f = pylon_ws_frame(binary ? 2 : 1, data, len);
+    pylon_stream_send(s, f);
+    pylon_buf_release(f);
+}
+
+static void *echo_open(pylon_stream *s, const pylon_stream_open *info)
+{
+    (void)s;
+    (void)info;
+    return NULL;
+}
+
+static const pylon_stream_handlers ECHO = {
+    .on_open = echo_open, .on_message = echo_msg, .backlog_policy = PYLON_BACKLOG_CLOSE};
+
+static void start(void)
+{
+    router = pylon_router_new();
+    pylon_guard_config gc = {.dev = true, .rate_window_s = 60};
+    guard = pylon_guard_new(&gc);
+    char err[256];
+    for (int attempt = 0; attempt < 20 && !srv; attempt++) {
+        base_port = 20000 + (int)((unsigned)getpid() * 7919u + (unsigned)attempt * 104729u) % 40000;
+        pylon_http_server_options o = {.host = "127.0.0.1",
+                                       .port = base_port,
+                                       .io_threads = 1,
+                                       .max_header_bytes = 16384,
+                                       .max_body_bytes = 1 << 20,
+                                       .header_timeout_s = 10,
+                                       .body_timeout_s = 10,
+                                       .idle_timeout_s = 60,
+                                       .max_stream_conns_per_ip = 64,
+                                       .ws_max_frame = 1 << 16,
+                                       .stream_max_backlog = 1 << 20,
+                                       .ws_ping_s = 30,
+                                       .ws_dead_s = 75,
+                                       .sse_keepalive_s = 30,
+                                       .router = router,
+                                       .guard = guard,
+                                       .streams = {[PYLON_STREAM_SYNC_WS] = &ECHO}};
+        srv = pylon_http_server_start(&o, err, sizeof err);
+    }
+    cr_assert(srv, "server did not start: %s", err);
+}
+
+static void stop(void)
+{
+    if (srv) {
+        pylon_http_server_shutdown(srv, 1);
+        pylon_http_server_destroy(srv);
+    }
+    srv = NULL;
+    pylon_router_free(router);
+    pylon_guard_free(guard);
+}
+
+TestSuite(ws, .init = start, .fini = stop, .timeout = 30);
+
+/* ---- a tiny blocking client -------------------------------------------------------------- */
+
+static int dial(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0, "connect: %s", strerror(errno));
+    return fd;
+}
+
+static void send_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = write(fd, b, n);
+        cr_assert_gt(w, 0);
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Reads exactly n bytes (2 s budget); returns how many arrived before EOF. */
+static size_t recv_n(int fd, void *p, size_t n)
+{
+    uint8_t *b = p;
+    size_t got = 0;
+    while (got < n) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 2000) <= 0) break;
+        ssize_t r = read(fd, b + got, n - got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    return got;
+}
+
+/* Handshake; returns the response head. */
+static int ws_connect(const char *extra_headers, char *head, size_t cap)
+{
+    int fd = dial(base_port + 1);
+    char req[1024];
+    snprintf(req, sizeof req,
+             "GET /anything HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+             extra_headers);
+    send_all(fd, req, strlen(req));
+    size_t n = 0;
+    while (n + 1 < cap) {
+        if (recv_n(fd, head + n, 1) != 1) break;
+        n++;
+        if (n >= 4 && memcmp(head + n - 4, "\r\n\r\n", 4) == 0) break;
+    }
+    head[n] = '\0';
+    return fd;
+}
+
+static void send_frame(int fd, int fin, int opcode, const void *payload, size_t len, bool mask)
+{
+    uint8_t h[14];
+    size_t hl = 2;
+    h[0] = (uint8_t)((fin ? 0x80 : 0) | opcode);
+    if (len < 126) {
+        h[1] = (uint8_t)len;
+    } else if (len < 65536) {
+        h[1] = 126;
+        h[2] = (uint8_t)(len >> 8);
+        h[3] = (uint8_t)len;
+        hl = 4;
+    } else {
+        h[1] = 127;
+        for (int i = 0; i < 8; i++) h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+        hl = 10;
+    }
+    uint8_t key[4] = {0x12, 0x34, 0x56, 0x78};
+    if (mask) {
+        h[1] |= 0x80;
+        memcpy(h + hl, key, 4);
+        hl += 4;
+    }
+    uint8_t *buf = malloc(hl + len);
+    memcpy(buf, h, hl);
+    for (size_t i = 0; i < len; i++)
+        buf[hl + i] = ((const uint8_t *)payload)[i] ^ (mask ? key[i % 4] : 0);
+    send_all(fd, buf, hl + len);
+    free(buf);
+}
+
+/* Reads one server frame (unmasked). Returns the opcode, or -1 on EOF. */
+static int read_frame(int fd, uint8_t *payload, size_t cap, size_t *len)
+{
+    uint8_t h[10];
+    if (recv_n(fd, h, 2) != 2) return -1;
+    cr_assert_eq(h[1] & 0x80, 0, "server frames are never masked");
+    uint64_t n = h[1] & 0x7f;
+    if (n == 126) {
+        cr_assert_eq(recv_n(fd, h + 2, 2), 2);
+        n = ((uint64_t)h[2] << 8) | h[3];
+    } else if (n == 127) {
+        cr_assert_eq(recv_n(fd, h + 2, 8), 8);
+        n = 0;
+        for (int i = 0; i < 8; i++) n = (n << 8) | h[2 + i];
+    }
+    cr_assert_leq(n, cap);
+    cr_assert_eq(recv_n(fd, payload, n), n);
+    *len = n;
+    return h[0] & 0x0f;
+}
+
+static uint16_t close_code(const uint8_t *p, size_t len)
+{
+    return len >= 2 ? (uint16_t)(p[0] << 8 | p[1]) : 0;
+}
+
+/* ---- tests ------------------------------------------------------------------------------- */
+
+Test(ws, handshake_accept_and_bearer_subprotocol_echo)
+{
+    char head[2048];
+    int fd = ws_connect("Sec-WebSocket-Protocol: json, bearer.abc%2Bdef\r\n", head, sizeof head);
+    cr_assert(strstr(head, "HTTP/1.1 101 Switching Protocols\r\n"), "%s", head);
+    /* RFC 6455's example key and accept value. */
+    cr_assert(strstr(head, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "%s", head);
+    cr_assert(strstr(head, "Sec-WebSocket-Protocol: bearer.abc%2Bdef\r\n"), "%s", head);
+    close(fd);
+    fd = ws_connect("Sec-WebSocket-Protocol: bearer.%zz\r\n", head, sizeof head);
+    cr_assert(strstr(head, "101"), "%s", head);
+    cr_assert_null(strstr(head, "Sec-WebSocket-Protocol"), "a malformed entry is not echoed");
+    close(fd);
+}
+
+Test(ws, text_echo_fragmented_message_and_ping)
+{
+    char head[2048];
+    int fd = ws_connect("", head, sizeof head);
+    uint8_t buf[70000];
+    size_t len;
+    send_frame(fd, 1, 1, "hello", 5, true);
+    cr_assert_eq(read_frame(fd, buf, sizeof buf, &len), 1);
+    cr_assert_eq(len, 5);
+    cr_assert_eq(memcmp(buf, "hello", 5), 0);
+
+    /* A message in three fragments, with a ping in the middle: pong first, then the whole. */
+    send_frame(fd, 0, 1, "frag", 4, true);
+    send_frame(fd, 0, 0, "men", 3, true);
+    send_frame(fd, 1, 9, "p!", 2, true);
+    send_frame(fd, 1, 0, "ted", 3, true);
+    cr_assert_eq(read_frame(fd, buf, sizeof buf, &len), 0xA, "pong");
+    cr_assert_eq(len, 2);
+    cr_assert_eq(memcmp(buf, "p!", 2), 0);
+    cr_assert_eq(read_frame(fd, buf, sizeof buf, &len), 1);
+    cr_assert_eq(len, 10);
+    cr_assert_eq(memcmp(buf, "fragmented", 10), 0);
+
+    /* A 40 000-byte binary message split across many small writes. */
+    static uint8_t big[40000];
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 7);
+    send_frame(fd, 1, 2, big, sizeof big, true);
+    cr_assert_eq(read_frame(fd, buf, sizeof buf, &len), 2);
+    cr_assert_eq(len, sizeof big);
+    cr_assert_eq(memcmp(buf, big, sizeof big), 0);
+    close(fd);
+}
+
+Test(ws, close_handshake_is_answered)
+{
+    char head[2048];
+    int fd = ws_connect("", head, sizeof head);
+    uint8_t payload[2] = {0x03, 0xe8}; /* 1000 */
+    send_frame(fd, 1, 8, payload, 2, true);
+    uint8_t buf[256];
+    size_t len;
+    cr_assert_eq(read_frame(fd, buf, sizeof buf, &len), 8);
+    cr_assert_eq(close_code(buf, len), 1000);
+    cr_assert_eq(read_frame(fd, buf, sizeof buf, &len), -1, "then the server closes the TCP");
+    close(fd);
+}
+
+Test(ws, oversized_frame_is_refused_with_1009)
+{
+    char head[2048];
+    int fd = ws_connect("", head, sizeof head);
+    static uint8_t big[70000]; /* the test server allows 64 KiB */
+    send_frame(fd, 1, 2, big, sizeof big, true);
+    uint8_t buf[256];
+    size_t len;
+    cr_assert_eq(read_frame(fd, buf, sizeof buf, &len), 8);
+    cr_assert_eq(close_code(buf, len), 1009);
+    close(fd);
+}
+
+Test(ws, unmasked_client_frame_is_a_protocol_error)
+{
+    char head[2048];
+    int fd = ws_connect("", head, sizeof head);
+    send_frame(fd, 1, 1, "x", 1, false);
+    uint8_t buf[256];
+    size_t len;
+    cr_assert_eq(read_frame(fd, buf, sizeof buf, &len), 8);
+    cr_assert_eq(close_code(buf, len), 1002);
+    close(fd);
+}
+
+Test(ws, client_that_stops_reading_is_closed_at_the_backlog_bound)
+{
+    char head[2048];
+    int fd = ws_connect("", head, sizeof head);
+    send_frame(fd, 1, 1, "flood", 5, true);
+    usleep(500 * 1000); /* the server queues past its 1 MiB bound and gives up on us */
+    /* Drain: the data stops short of 64 MiB and ends with a 1013 close (or the socket closes). */
+    uint8_t *buf = malloc(1 << 17);
+    size_t len, total = 0;
+    int op, last = -1;
+    uint16_t code = 0;
+    while ((op = read_frame(fd, buf, 1 << 17, &len)) >= 0) {
+        last = op;
+        if (op == 8) {
+            code = close_code(buf, len);
+            break;
+        }
+        total += len;
+    }
+    free(buf);
+    cr_assert_lt(total, (size_t)64 << 20, "the server stopped queueing");
+    if (last == 8) cr_assert_eq(code, 1013);
+    close(fd);
+}
+
+Test(ws, shutdown_sends_1001_going_away)
+{
+    char head[2048];
+    int fd = ws_connect("", head, sizeof head);
+    cr_assert(strstr(head, "101"));
+    pylon_http_server_shutdown(srv, 1);
+    uint8_t buf[256];
+    size_t len;
+    cr_assert_eq(read_frame(fd, buf, sizeof buf, &len), 8);
+    cr_assert_eq(close_code(buf, len), 1001);
+    close(fd);
+}
