@@ -188,20 +188,26 @@ static void transports(pylon_http_exchange *ex, void *ctx)
     snprintf(hostname, sizeof hostname, "%s", host ? host : "localhost");
     char *colon = strrchr(hostname, ':');
     if (colon && !strchr(colon, ']')) *colon = '\0';
-    char ws[600], sse[600], shard[600], http[300];
-    snprintf(http, sizeof http, "http://%s:%d", hostname, ops->port);
-    snprintf(ws, sizeof ws, "%s", ops->ws_url ? ops->ws_url : "");
-    if (!ops->ws_url) snprintf(ws, sizeof ws, "ws://%s:%d", hostname, ops->port + 1);
-    if (ops->sse_url)
-        snprintf(sse, sizeof sse, "%s", ops->sse_url);
-    else if (ops->ws_url) /* single public port: the same host by path */
+    char ws[600], sse[600], shard[600], http[560];
+    if (ops->ws_url) {
+        /* One public origin (DECISIONS.md §1): everything else lives on it by path, with the
+         * scheme that matches the WebSocket URL's (wss -> https). */
+        const char *u = ops->ws_url;
+        bool tls = strncmp(u, "wss://", 6) == 0;
+        const char *hostpart = strstr(u, "://") ? strstr(u, "://") + 3 : u;
+        size_t hl = strcspn(hostpart, "/?#");
+        snprintf(http, sizeof http, "%s://%.*s", tls ? "https" : "http", (int)hl, hostpart);
+        snprintf(ws, sizeof ws, "%s", u);
+        snprintf(shard, sizeof shard, "%s://%.*s/shard", tls ? "wss" : "ws", (int)hl, hostpart);
         snprintf(sse, sizeof sse, "%s/events", http);
-    else
+    } else {
+        snprintf(http, sizeof http, "http://%s:%d", hostname, ops->port);
+        snprintf(ws, sizeof ws, "ws://%s:%d", hostname, ops->port + 1);
         snprintf(sse, sizeof sse, "http://%s:%d/events", hostname, ops->port + 2);
-    if (ops->shard_url)
-        snprintf(shard, sizeof shard, "%s", ops->shard_url);
-    else
         snprintf(shard, sizeof shard, "ws://%s:%d", hostname, ops->port + 3);
+    }
+    if (ops->sse_url) snprintf(sse, sizeof sse, "%s", ops->sse_url);
+    if (ops->shard_url) snprintf(shard, sizeof shard, "%s", ops->shard_url);
     json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s}}", "http", http, "websocket", ws,
                           "sse", sse, "shards", shard, "paths", "websocket", "/ws", "sse",
                           "/events", "shards", "/shard/<id>");

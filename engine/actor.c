@@ -31,6 +31,7 @@ pylon_actor *pylon_actor_spawn(pylon_runtime *rt, const pylon_actor_def *def, vo
     a->def = def;
     a->state = state;
     a->batch = def->batch ? def->batch : pylon_runtime_default_batch_(rt);
+    a->track_pending = def->track_pending;
     atomic_init(&a->stop_requested, false);
     pylon_msg_init(&a->stop_msg, 0, NULL);
     a->stop_msg.flags = PYLON_MSG_BORROWED | PYLON_MSG_STOP_;
@@ -43,7 +44,7 @@ pylon_actor *pylon_actor_spawn(pylon_runtime *rt, const pylon_actor_def *def, vo
 void pylon_actor_send(pylon_actor *a, pylon_msg *m)
 {
     /* Counted before the push, so the count never goes below zero when the run subtracts. */
-    if (a->def->track_pending) atomic_fetch_add_explicit(&a->pending, 1, memory_order_relaxed);
+    if (a->track_pending) atomic_fetch_add_explicit(&a->pending, 1, memory_order_relaxed);
     if (pylon_mpsc_push(&a->mailbox, &m->node)) pylon_runtime_schedule_(a->rt, a);
 }
 
@@ -141,7 +142,7 @@ bool pylon_actor_run_(pylon_actor *a, uint32_t *delivered)
         deliver(a, (pylon_msg *)node);
     }
     *delivered = n;
-    if (a->def->track_pending) atomic_fetch_sub_explicit(&a->pending, n, memory_order_relaxed);
+    if (a->track_pending) atomic_fetch_sub_explicit(&a->pending, n, memory_order_relaxed);
     if (a->finished) { /* final_msg was the last message: nobody can reach the actor now */
         pylon_runtime *rt = a->rt;
         free(a);

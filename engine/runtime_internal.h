@@ -31,7 +31,8 @@ struct __attribute__((aligned(64))) pylon_actor {
     const pylon_actor_def *def;
     void *state;
     uint32_t batch;
-    bool stopped; /* actor context only */
+    bool track_pending; /* copied from def: read on every send, keep it on this line */
+    bool stopped;       /* actor context only */
     atomic_bool stop_requested;
     bool finished; /* final_msg handled: free at the end of this run */
     pylon_msg stop_msg;

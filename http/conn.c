@@ -49,6 +49,13 @@ static uint64_t loop_now_s(io_loop *io)
     return io->now_s;
 }
 
+/* Deadlines are in milliseconds since the server started; the sweep checks them once a
+ * second, so a timeout of N seconds fires between N and N+1 seconds, never early. */
+static uint64_t now_ms(io_loop *io)
+{
+    return (pylon_clock_now_ns() - io->srv->start_ns) / PYLON_NS_PER_MS;
+}
+
 /* ---- writing ----------------------------------------------------------------------------- */
 
 typedef struct write_req {
@@ -209,7 +216,7 @@ static void linger_or_close(pylon_conn *c)
     req->data = c;
     c->close_after_write = false;
     c->lingering = true;
-    c->deadline_s = loop_now_s(c->io) + LINGER_S;
+    c->deadline_ms = now_ms(c->io) + LINGER_S * 1000;
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = true;
     uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_linger_read);
@@ -277,13 +284,15 @@ void pylon_conn_finish_exchange(pylon_conn *c, pylon_http_exchange *ex)
     char common[1024];
     pylon_server_common_headers(srv, pylon_http_header_get(&ex->req, "origin"), common,
                                 sizeof common);
+    /* A 204 carries neither (RFC 9110 §8.6, §15.3.5); everything else says what and how long. */
+    char entity[160] = "";
+    if (res->status != 204)
+        snprintf(entity, sizeof entity, "Content-Type: %s\r\nContent-Length: %zu\r\n",
+                 res->content_type ? res->content_type : "application/json", body_len);
     char head_buf[2048];
-    int n = snprintf(head_buf, sizeof head_buf,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
-                     res->status, pylon_http_status_text(res->status),
-                     res->content_type ? res->content_type : "application/json", body_len, common,
-                     ex->res_headers ? ex->res_headers : "",
-                     keep ? "" : "Connection: close\r\n");
+    int n = snprintf(head_buf, sizeof head_buf, "HTTP/1.1 %d %s\r\n%s%s%s%s\r\n", res->status,
+                     pylon_http_status_text(res->status), entity, common,
+                     ex->res_headers ? ex->res_headers : "", keep ? "" : "Connection: close\r\n");
     pylon_buf *head = NULL;
     if (n > 0 && (size_t)n < sizeof head_buf) {
         head = pylon_buf_copy(head_buf, (size_t)n);
@@ -291,12 +300,10 @@ void pylon_conn_finish_exchange(pylon_conn *c, pylon_http_exchange *ex)
         size_t need = (size_t)n + 1;
         head = pylon_buf_new(need);
         if (head)
-            head->len = (size_t)snprintf(
-                (char *)head->data, need,
-                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
-                res->status, pylon_http_status_text(res->status),
-                res->content_type ? res->content_type : "application/json", body_len, common,
-                ex->res_headers ? ex->res_headers : "", keep ? "" : "Connection: close\r\n");
+            head->len = (size_t)snprintf((char *)head->data, need, "HTTP/1.1 %d %s\r\n%s%s%s%s\r\n",
+                                         res->status, pylon_http_status_text(res->status), entity,
+                                         common, ex->res_headers ? ex->res_headers : "",
+                                         keep ? "" : "Connection: close\r\n");
     }
     record(io, ex, res->status);
     c->ex = NULL;
@@ -314,26 +321,38 @@ void pylon_conn_finish_exchange(pylon_conn *c, pylon_http_exchange *ex)
     free(ex);
     if (!keep) c->close_after_write = true;
     c->phase = PHASE_IDLE;
-    c->deadline_s = loop_now_s(io) + srv->opt.idle_timeout_s;
+    c->deadline_ms = now_ms(io) + srv->opt.idle_timeout_s * 1000ull;
     if (!pylon_conn_write(c, bufs, nb) || !keep || c->closing) return;
     pylon_conn_resume_http(c);
 }
 
-/* After an answer: parse what already arrived, then read again. */
+/* After an answer: parse what already arrived, then read again. An inline handler answers
+ * from inside dispatch, which runs inside this function: rather than recursing once per
+ * pipelined request (a 64 KiB read can hold a thousand), the nested call only asks the
+ * outer loop for another turn. */
 void pylon_conn_resume_http(pylon_conn *c)
 {
-    if (c->closing || !c->rs) return;
-    reset_for_next(c->rs);
-    llhttp_resume(&c->rs->parser);
-    if (c->pending) {
-        uint8_t *p = c->pending;
-        size_t len = c->pending_len;
-        c->pending = NULL;
-        c->pending_len = 0;
-        http_feed(c, p, len);
-        free(p);
-        if (c->closing || c->ex || c->ws || c->close_after_write) return;
+    if (c->resuming) {
+        c->resume_again = true;
+        return;
     }
+    c->resuming = true;
+    do {
+        c->resume_again = false;
+        if (c->closing || !c->rs) break;
+        reset_for_next(c->rs);
+        llhttp_resume(&c->rs->parser);
+        if (c->pending) {
+            uint8_t *p = c->pending;
+            size_t len = c->pending_len;
+            c->pending = NULL;
+            c->pending_len = 0;
+            http_feed(c, p, len);
+            free(p);
+        }
+    } while (c->resume_again);
+    c->resuming = false;
+    if (c->closing || c->ex || c->ws || c->close_after_write || c->lingering) return;
     pylon_conn_start_reading(c);
 }
 
@@ -393,7 +412,7 @@ static int on_message_begin(llhttp_t *p)
     pylon_conn *c = rs->conn;
     if (c->phase == PHASE_IDLE) c->io->http_busy++;
     c->phase = PHASE_HEADERS;
-    c->deadline_s = loop_now_s(c->io) + c->io->srv->opt.header_timeout_s;
+    c->deadline_ms = now_ms(c->io) + c->io->srv->opt.header_timeout_s * 1000ull;
     return 0;
 }
 
@@ -456,7 +475,7 @@ static int on_headers_complete(llhttp_t *p)
         return refuse(rs, 413, "PAYLOAD_TOO_LARGE",
                       "Request body is larger than 10 MiB: split it into smaller requests");
     c->phase = PHASE_BODY;
-    c->deadline_s = loop_now_s(c->io) + o->body_timeout_s;
+    c->deadline_ms = now_ms(c->io) + o->body_timeout_s * 1000ull;
     /* Clients that ask first (curl does for large bodies) get the go-ahead. */
     bool has_body = (p->flags & F_CONTENT_LENGTH) ? p->content_length > 0 : (p->flags & F_CHUNKED);
     if (has_body) {
@@ -491,7 +510,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     }
     memcpy(rs->body + rs->body_len, at, len);
     rs->body_len += len;
-    c->deadline_s = loop_now_s(c->io) + o->body_timeout_s; /* a slow body, not a stalled one */
+    c->deadline_ms = now_ms(c->io) + o->body_timeout_s * 1000ull; /* a slow body, not a stalled one */
     return 0;
 }
 
@@ -651,6 +670,11 @@ static int stream_kind_for(const pylon_http_request *req, int listener)
     return -1;
 }
 
+static bool rs_http11(const pylon_conn *c)
+{
+    return c->rs && c->rs->parser.http_major == 1 && c->rs->parser.http_minor == 1;
+}
+
 static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
 {
     io_loop *io = c->io;
@@ -662,8 +686,16 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
     }
     c->ex = ex;
     c->phase = PHASE_HANDLING;
-    c->deadline_s = 0;
+    c->deadline_ms = 0;
     const pylon_http_request *req = &ex->req;
+
+    /* RFC 9112 §3.2: an HTTP/1.1 request without Host is malformed. */
+    if (rs_http11(c) && !pylon_http_header_get(req, "host")) {
+        ex->keep_alive = false;
+        respond_now(c, ex, 400, "BAD_REQUEST", "HTTP/1.1 requests need a Host header",
+                    "send Host: <server name>");
+        return;
+    }
 
     /* 1-2. The operations fast paths: no rate limit, not logged (backend.md §9). */
     bool get = req->method == HTTP_GET || req->method == HTTP_HEAD;
@@ -814,7 +846,7 @@ static void http_feed(pylon_conn *c, const uint8_t *data, size_t len)
         dispatch(c, NULL, 0);
         return;
     }
-    if (err == HPE_USER && rs->error_status) {
+    if (rs->error_status) { /* one of our callbacks refused it (llhttp's code varies by callback) */
         refuse_request(c, rs->error_status, rs->error_code, rs->error_msg);
         return;
     }
@@ -906,7 +938,7 @@ void pylon_conn_accept(io_loop *io, uv_stream_t *listener, int kind)
     STAT_ADD(io->stats.open[kind], 1);
     c->phase = PHASE_IDLE;
     /* A new connection must send its first request within the header timeout. */
-    c->deadline_s = loop_now_s(io) + srv->opt.header_timeout_s;
+    c->deadline_ms = now_ms(io) + srv->opt.header_timeout_s * 1000ull;
     c->reading = true;
     uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
 }
@@ -915,15 +947,16 @@ void pylon_conn_accept(io_loop *io, uv_stream_t *listener, int kind)
 
 void pylon_conn_sweep(io_loop *io)
 {
-    uint64_t now = loop_now_s(io);
+    loop_now_s(io);
+    uint64_t now = now_ms(io);
     pylon_conn *c = io->conns;
     while (c) {
         pylon_conn *next = c->next;
         if (c->lingering) {
-            if (now >= c->deadline_s) pylon_conn_close(c);
+            if (now >= c->deadline_ms) pylon_conn_close(c);
         } else if (c->ws) {
             pylon_stream_sweep(c);
-        } else if (c->deadline_s && now >= c->deadline_s) {
+        } else if (c->deadline_ms && now >= c->deadline_ms) {
             if (c->phase == PHASE_HEADERS || c->phase == PHASE_BODY) {
                 STAT_ADD(io->stats.timeouts, 1);
                 refuse_request(c, 408, "REQUEST_TIMEOUT",

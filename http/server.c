@@ -3,8 +3,9 @@
  * graceful shutdown sequence.
  *
  * Listening sockets are created and bound on the calling thread, so "port in use" is reported
- * at start, before any thread runs. With several I/O loops each has its own socket on every
- * port (SO_REUSEPORT) and the kernel spreads connections across them.
+ * at start, before any thread runs. With several I/O loops each loop listens on its own
+ * duplicate of the same socket. SO_REUSEPORT is deliberately not used: it would let a second
+ * server started by mistake on the same port silently take half the connections.
  */
 #include "http/server_internal.h"
 
@@ -59,7 +60,7 @@ static void on_sweep(uv_timer_t *t)
     pylon_conn_sweep(t->data);
 }
 
-/* socket + SO_REUSEADDR/SO_REUSEPORT + bind, on the calling thread. Returns fd or -errno. */
+/* socket + SO_REUSEADDR + bind, on the calling thread. Returns fd or -errno. */
 static int bind_socket(const char *host, int port)
 {
     struct sockaddr_storage ss;
@@ -85,7 +86,6 @@ static int bind_socket(const char *host, int port)
     if (fd < 0) return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
         int e = errno;
         close(fd);
@@ -117,6 +117,19 @@ pylon_http_server *pylon_http_server_start(const pylon_http_server_options *opt,
         return NULL;
     }
     unsigned started = 0;
+    int fds[PYLON_LISTEN_COUNT] = {-1, -1, -1, -1};
+    for (int k = 0; k < PYLON_LISTEN_COUNT; k++) {
+        int port = opt->port + k;
+        fds[k] = bind_socket(opt->host, port);
+        if (fds[k] < 0) {
+            snprintf(err, errlen,
+                     "cannot listen on %s:%d (%s port): %s; stop what uses it or set PYLON_PORT "
+                     "(the server needs %d..%d)",
+                     opt->host, port, LISTENER_NAMES[k], strerror(-fds[k]), opt->port,
+                     opt->port + 3);
+            goto fail;
+        }
+    }
     for (unsigned i = 0; i < srv->nloops; i++) {
         io_loop *io = &srv->loops[i];
         io->srv = srv;
@@ -135,15 +148,9 @@ pylon_http_server *pylon_http_server_start(const pylon_http_server_options *opt,
         uv_loop_t *uv = pylon_loop_uv(io->loop);
         for (int k = 0; k < PYLON_LISTEN_COUNT; k++) {
             int port = opt->port + k;
-            int fd = bind_socket(opt->host, port);
-            if (fd < 0) {
-                snprintf(err, errlen,
-                         "cannot listen on %s:%d (%s port): %s; stop what uses it or set "
-                         "PYLON_PORT (the server needs %d..%d)",
-                         opt->host, port, LISTENER_NAMES[k], strerror(-fd), opt->port,
-                         opt->port + 3);
-                goto fail;
-            }
+            /* The last loop takes the original descriptor, the others a duplicate. */
+            int fd = i + 1 == srv->nloops ? fds[k] : dup(fds[k]);
+            if (i + 1 == srv->nloops) fds[k] = -1;
             uv_tcp_init(uv, &io->listeners[k]);
             io->listeners[k].data = io;
             int rc = uv_tcp_open(&io->listeners[k], fd);
@@ -168,6 +175,8 @@ pylon_http_server *pylon_http_server_start(const pylon_http_server_options *opt,
     }
     return srv;
 fail:
+    for (int k = 0; k < PYLON_LISTEN_COUNT; k++)
+        if (fds[k] >= 0) close(fds[k]);
     pylon_http_server_destroy(srv);
     return NULL;
 }

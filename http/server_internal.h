@@ -78,7 +78,8 @@ struct pylon_conn {
     uint8_t listener; /* pylon_listener_kind */
     uint8_t phase;    /* conn_phase */
     bool closing, reading, close_after_write, lingering, peer_loopback;
-    uint64_t deadline_s;  /* io->now_s at which the current phase times out; 0 = none */
+    bool resuming, resume_again; /* see pylon_conn_resume_http */
+    uint64_t deadline_ms; /* when the current phase times out (ms since start); 0 = none */
     uint64_t last_recv_s; /* streams: liveness */
     size_t queued;        /* bytes handed to uv_write and not yet written */
     req_state *rs;        /* HTTP parsing state; NULL once upgraded */

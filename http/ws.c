@@ -680,7 +680,7 @@ void pylon_stream_begin(pylon_conn *c, pylon_http_exchange *ex, pylon_stream_kin
     ws->last_ping_s = io->now_s;
     c->ws = ws;
     c->phase = PHASE_STREAM;
-    c->deadline_s = 0;
+    c->deadline_ms = 0;
     STAT_ADD(io->stats.open[PYLON_LISTEN_COUNT + (sse ? 1 : 0)], 1);
     pylon_conn_write(c, &hb, 1);
 

@@ -56,7 +56,8 @@ struct ref_runtime {
 
 static void bump(_Atomic uint64_t *c, uint64_t n)
 {
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
 }
 
 void ref_msg_free(ref_msg *m)
@@ -199,8 +200,11 @@ static void run_actor(ref_worker *w, ref_actor *a)
             finish_stop(a);
             return;
         }
+        /* Read the flag first: once the behaviour returns, an owned message may already have
+         * been forwarded and freed by another thread. */
+        bool borrowed = m->flags & REF_MSG_BORROWED;
         a->def->behaviour(a, m);
-        if (m->flags & REF_MSG_BORROWED) ref_msg_free(m);
+        if (borrowed) ref_msg_free(m);
 
         if (n == a->batch) {
             pthread_mutex_lock(&a->lock);
@@ -268,7 +272,8 @@ ref_runtime *ref_runtime_create(const ref_runtime_options *opt, char *err, size_
             rt->shutdown = true;
             pthread_cond_broadcast(&rt->cv);
             pthread_mutex_unlock(&rt->lock);
-            for (unsigned j = 0; j < i; j++) pthread_join(rt->workers[j].thread, NULL);
+            for (unsigned j = 0; j < i; j++)
+                pthread_join(rt->workers[j].thread, NULL);
             free(rt->workers);
             free(rt);
             return NULL;
@@ -283,9 +288,12 @@ void ref_runtime_destroy(ref_runtime *rt)
     rt->shutdown = true;
     pthread_cond_broadcast(&rt->cv);
     pthread_mutex_unlock(&rt->lock);
-    for (unsigned i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i].thread, NULL);
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        pthread_join(rt->workers[i].thread, NULL);
     uint64_t live = atomic_load_explicit(&rt->live, memory_order_acquire);
-    if (live) fprintf(stderr, "ref_runtime_destroy: %llu actors still alive (leaked)\n", (unsigned long long)live);
+    if (live)
+        fprintf(stderr, "ref_runtime_destroy: %llu actors still alive (leaked)\n",
+                (unsigned long long)live);
     pthread_cond_destroy(&rt->cv);
     pthread_mutex_destroy(&rt->lock);
     free(rt->workers);

@@ -203,12 +203,15 @@ Test(timer, periodic_deadlines_exact_and_no_drift, .timeout = 60)
     check_grid(lg, n, first, interval, 3, t, 7, 0xabcdef);
 
     cr_assert_eq(lg->rec[0].seq + 1, lg->rec[0].due + lg->rec[0].skipped);
+    /* Lateness is noise on a shared machine, so the bounds are loose (a tick normally arrives
+     * before the next deadline); drift is what must not happen: the last ticks are not
+     * systematically later than the first ones. Exactness is in check_grid above. */
     uint64_t early = median_lateness(lg, 0, 10), late = median_lateness(lg, n - 10, n);
-    cr_assert_lt(early, 3 * MS, "median lateness of ticks 0-9: %llu µs",
+    cr_assert_lt(early, interval, "median lateness of ticks 0-9: %llu µs",
                  (unsigned long long)(early / 1000));
-    cr_assert_lt(late, 3 * MS, "median lateness of the last 10 ticks: %llu µs (drift)",
-                 (unsigned long long)(late / 1000));
-    cr_assert_lt(median_lateness(lg, 0, n), 3 * MS);
+    cr_assert_lt(late, early + interval / 2,
+                 "median lateness grew from %llu µs to %llu µs (drift)",
+                 (unsigned long long)(early / 1000), (unsigned long long)(late / 1000));
     /* seq follows the clock: the last tick stands for (about) the deadline just passed. */
     const tick_rec *last = &lg->rec[n - 1];
     uint64_t passed = (last->arrival - first) / interval;
@@ -256,7 +259,8 @@ Test(timer, stall_catches_up_capped_and_keeps_phase, .timeout = 60)
               (long long)passed);
     /* Phase kept: the ticks after the stall sit on the grid again. */
     cr_assert_geq(n, 14);
-    cr_assert_lt(median_lateness(lg, 7, n), 3 * MS, "ticks after the stall lost their phase");
+    cr_assert_lt(median_lateness(lg, 7, n), interval / 2,
+                 "ticks after the stall lost their phase");
 
     pylon_actor_stop(a);
     pylon_actor_release(a);
