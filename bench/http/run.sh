@@ -33,7 +33,7 @@ echo "machine: $(nproc) cores; $(uname -r)"
 echo
 echo "== (a) GET /health, keep-alive: wrk -t2 -c64 -d${DURATION}s, $ROUNDS round(s)"
 P=$(port)
-(cd "$TMP" && PYLON_LOG_LEVEL=warn "$ROOT/build/tools/pylon" dev --port "$P" >"$TMP/pylon.log" 2>&1) &
+(cd "$TMP" && PYLON_LOG_LEVEL=warn exec "$ROOT/build/tools/pylon" dev --port "$P" >"$TMP/pylon.log" 2>&1) &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$P/health"
 NP=$(port)

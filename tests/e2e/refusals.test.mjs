@@ -80,6 +80,17 @@ describe('bad values name the variable and the expected form', { timeout: 30000 
     await expectRefusal(['serve'], env({ PYLON_LOG_FORMAT: 'xml' }), 'PYLON_LOG_FORMAT', '"xml"', 'text', 'json');
   });
 
+  it('the deployment page\'s other variables are checked too', async () => {
+    await expectRefusal(['serve'], env({ PYLON_EMAIL_PROVIDER: 'smtp' }), 'PYLON_EMAIL_PROVIDER', '"smtp"', 'webhook');
+    await expectRefusal(['serve'], env({ PYLON_EMAIL_PROVIDER: 'webhook' }), 'PYLON_EMAIL_HTTP_URL');
+    await expectRefusal(['serve'], env({ PYLON_EMAIL_PROVIDER: 'sendgrid' }), 'PYLON_EMAIL_API_KEY');
+    await expectRefusal(['serve'], env({ PYLON_FILES_PROVIDER: 'stack0' }), 'PYLON_STACK0_API_KEY');
+    await expectRefusal(['serve'], env({ PYLON_FILES_PROVIDER: 's3' }), 'PYLON_FILES_PROVIDER', '"s3"', 'local', 'stack0');
+    await expectRefusal(['serve'], env({ PYLON_COOKIE_SAMESITE: 'loose' }), 'PYLON_COOKIE_SAMESITE', '"loose"', 'strict');
+    await expectRefusal(['serve'], env({ PYLON_COOKIE_SECURE: 'maybe' }), 'PYLON_COOKIE_SECURE', '"maybe"');
+    await expectRefusal(['serve'], env({ PYLON_WS_URL: 'http://example.com' }), 'PYLON_WS_URL', 'wss://');
+  });
+
   it('bad values are refused by `pylon dev` too', async () => {
     await expectRefusal(['dev'], { PYLON_PORT: '70000' }, 'PYLON_PORT', 'expected a whole number');
   });

@@ -10,6 +10,21 @@
 
 #define MIN_ADMIN_TOKEN_BYTES 32
 
+const char *const pylon_email_providers[] = {"stack0", "sendgrid", "resend", "webhook", NULL};
+
+/* A value that goes into a response header must not be able to end it. */
+static bool header_safe(const char *v)
+{
+    for (; *v; v++)
+        if ((unsigned char)*v < 0x20 || *v == 0x7f) return false;
+    return true;
+}
+
+static bool has_prefix(const char *s, const char *p)
+{
+    return strncmp(s, p, strlen(p)) == 0;
+}
+
 /* 32 random bytes as 64 hex characters, from the kernel's generator. */
 static bool random_hex_token(char out[65])
 {
@@ -115,6 +130,102 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->log_format = choice == 1 ? PYLON_LOG_JSON : PYLON_LOG_TEXT;
     if (!pylon_env_enum("PYLON_LOG_LEVEL", 1, levels, &choice, &e)) goto bad;
     cfg->log_level = (pylon_log_level)choice;
+
+    /* The rest of the deployment page's variables: checked now, whatever uses them later. */
+    if (pylon_env_get("PYLON_EMAIL_PROVIDER")) {
+        if (!pylon_env_enum("PYLON_EMAIL_PROVIDER", 0, pylon_email_providers, &choice, &e))
+            goto bad;
+        cfg->email_provider = choice;
+    } else {
+        cfg->email_provider = -1;
+    }
+    cfg->email_api_key = pylon_env_get("PYLON_EMAIL_API_KEY");
+    cfg->email_from = pylon_env_get("PYLON_EMAIL_FROM");
+    cfg->email_http_url = pylon_env_get("PYLON_EMAIL_HTTP_URL");
+    if (!cfg->email_http_url) cfg->email_http_url = pylon_env_get("PYLON_EMAIL_ENDPOINT");
+    if (cfg->email_provider == 3 && !cfg->email_http_url) {
+        snprintf(err, errlen, "PYLON_EMAIL_PROVIDER=webhook needs PYLON_EMAIL_HTTP_URL (the URL "
+                              "that receives each email as a JSON POST)");
+        return false;
+    }
+    if (cfg->email_http_url && !has_prefix(cfg->email_http_url, "http://") &&
+        !has_prefix(cfg->email_http_url, "https://")) {
+        snprintf(err, errlen, "PYLON_EMAIL_HTTP_URL=\"%.80s\" is not valid: expected an http:// "
+                              "or https:// URL", cfg->email_http_url);
+        return false;
+    }
+    if (cfg->email_provider >= 0 && cfg->email_provider != 3 && !cfg->email_api_key) {
+        snprintf(err, errlen, "PYLON_EMAIL_PROVIDER=%s needs PYLON_EMAIL_API_KEY (the provider's "
+                              "API key)", pylon_email_providers[cfg->email_provider]);
+        return false;
+    }
+    if (cfg->email_from && !strchr(cfg->email_from, '@')) {
+        snprintf(err, errlen, "PYLON_EMAIL_FROM=\"%.80s\" is not valid: expected an email "
+                              "address such as noreply@yourdomain.com", cfg->email_from);
+        return false;
+    }
+    static const char *const files_providers[] = {"local", "stack0", NULL};
+    if (!pylon_env_enum("PYLON_FILES_PROVIDER", 0, files_providers, &choice, &e)) goto bad;
+    cfg->files_provider = choice;
+    cfg->stack0_api_key = pylon_env_get("PYLON_STACK0_API_KEY");
+    cfg->stack0_folder = pylon_env_get("PYLON_STACK0_FOLDER");
+    if (cfg->files_provider == 1 && !cfg->stack0_api_key) {
+        snprintf(err, errlen, "PYLON_FILES_PROVIDER=stack0 needs PYLON_STACK0_API_KEY (your "
+                              "Stack0 API key)");
+        return false;
+    }
+    cfg->files_url_prefix = pylon_env_str("PYLON_FILES_URL_PREFIX", "/api/files");
+    if (cfg->files_url_prefix[0] != '/') {
+        snprintf(err, errlen, "PYLON_FILES_URL_PREFIX=\"%.80s\" is not valid: expected a path "
+                              "starting with /, e.g. /api/files", cfg->files_url_prefix);
+        return false;
+    }
+    cfg->cookie_domain = pylon_env_get("PYLON_COOKIE_DOMAIN");
+    static const char *const samesite[] = {"lax", "strict", "none", NULL};
+    /* The deployment page spells it PYLON_COOKIE_SAMESITE, the original PYLON_COOKIE_SAME_SITE. */
+    const char *ss_var = pylon_env_get("PYLON_COOKIE_SAMESITE") ? "PYLON_COOKIE_SAMESITE"
+                                                                : "PYLON_COOKIE_SAME_SITE";
+    if (!pylon_env_enum(ss_var, 0, samesite, &choice, &e)) goto bad;
+    cfg->cookie_samesite = choice;
+    if (!pylon_env_bool("PYLON_COOKIE_SECURE", !cfg->dev, &cfg->cookie_secure, &e)) goto bad;
+    if (cfg->cookie_samesite == 2 && !cfg->cookie_secure && pylon_env_get("PYLON_COOKIE_SECURE")) {
+        snprintf(err, errlen, "PYLON_COOKIE_SAMESITE=none needs PYLON_COOKIE_SECURE=true "
+                              "(browsers drop SameSite=None cookies that are not Secure)");
+        return false;
+    }
+    if (cfg->cookie_samesite == 2) cfg->cookie_secure = true;
+    cfg->oauth_google_client_id = pylon_env_get("PYLON_OAUTH_GOOGLE_CLIENT_ID");
+    cfg->oauth_github_client_id = pylon_env_get("PYLON_OAUTH_GITHUB_CLIENT_ID");
+    const struct {
+        const char *var;
+        const char *const *value;
+        bool http; /* http(s) rather than ws(s) */
+    } urls[] = {{"PYLON_WS_URL", &cfg->ws_url, false},
+                {"PYLON_SHARD_URL", &cfg->shard_url, false},
+                {"PYLON_SSE_URL", &cfg->sse_url, true}};
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        const char *u = *urls[i].value;
+        if (!u) continue;
+        bool ok = urls[i].http ? has_prefix(u, "http://") || has_prefix(u, "https://")
+                               : has_prefix(u, "ws://") || has_prefix(u, "wss://");
+        if (!ok || !header_safe(u) || strchr(u, '"')) {
+            snprintf(err, errlen, "%s=\"%.80s\" is not valid: expected a %s URL, e.g. %s",
+                     urls[i].var, u, urls[i].http ? "http:// or https://" : "ws:// or wss://",
+                     urls[i].http ? "https://your-app.com/events" : "wss://your-app.com/ws");
+            return false;
+        }
+    }
+    static const char *const header_vars[] = {"PYLON_CORS_ORIGIN", "PYLON_CSRF_ORIGINS",
+                                              "PYLON_COOKIE_DOMAIN", NULL};
+    for (int i = 0; header_vars[i]; i++) {
+        const char *hv = pylon_env_get(header_vars[i]);
+        if (hv && !header_safe(hv)) {
+            snprintf(err, errlen, "%s contains control characters: it is sent in HTTP headers, "
+                                  "so it must be plain text such as https://your-app.com",
+                     header_vars[i]);
+            return false;
+        }
+    }
 
     /* Refusal rules (DECISIONS.md §1). */
     if (!cfg->dev) {

@@ -36,11 +36,22 @@ typedef struct pylon_config {
     uint64_t ws_max_frame, ws_max_backlog;
     unsigned max_conns_per_ip, max_stream_conns_per_ip;
     unsigned header_timeout_s, body_timeout_s, idle_timeout_s;
+    /* Read and checked now, used by the features that land with the app backend. */
+    int email_provider; /* PYLON_EMAIL_PROVIDER: index into pylon_email_providers, -1 unset */
+    const char *email_api_key, *email_from, *email_http_url;
+    int files_provider; /* PYLON_FILES_PROVIDER: 0 local, 1 stack0 */
+    const char *stack0_api_key, *stack0_folder, *files_url_prefix;
+    const char *cookie_domain;
+    int cookie_samesite; /* 0 lax, 1 strict, 2 none */
+    bool cookie_secure;
+    const char *oauth_google_client_id, *oauth_github_client_id;
     pylon_log_format log_format;
     pylon_log_level log_level;
     char generated_token_[65];
     char paths_[4][1024];
 } pylon_config;
+
+extern const char *const pylon_email_providers[]; /* stack0, sendgrid, resend, webhook */
 
 /* Reads everything. On a bad value or a refusal rule, returns false with one line in `err`
  * that names the variable and the fix. `port_flag` is --port's text or NULL. */
