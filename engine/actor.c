@@ -142,6 +142,7 @@ bool pylon_actor_run_(pylon_actor *a, uint32_t *delivered)
         deliver(a, (pylon_msg *)node);
     }
     *delivered = n;
+    if (n && a->def->on_batch_end && !a->stopped) a->def->on_batch_end(a);
     if (a->track_pending) atomic_fetch_sub_explicit(&a->pending, n, memory_order_relaxed);
     if (a->finished) { /* final_msg was the last message: nobody can reach the actor now */
         pylon_runtime *rt = a->rt;

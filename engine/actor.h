@@ -51,6 +51,10 @@ typedef struct pylon_actor_def {
     const char *name;                   /* for logs and metrics */
     pylon_behaviour_fn behaviour;       /* required */
     void (*on_stop)(pylon_actor *self); /* optional; runs once, in the actor's context */
+    /* Optional; after every run that delivered at least one message, in the actor's context.
+     * This is where an actor that batches (the persistence actor's group commit) acts on
+     * everything it collected from its mailbox in this run. */
+    void (*on_batch_end)(pylon_actor *self);
     uint32_t batch;                     /* messages per run before yielding; 0 = runtime default */
     bool track_pending;                 /* keep pylon_actor_pending() exact (one more atomic add
                                            per send); for actors whose senders enforce a bound */

@@ -758,6 +758,65 @@ Test(actor, default_batch_comes_from_runtime_options, .timeout = 30)
     assert_no_leaks();
 }
 
+/* on_batch_end: once after each run that delivered messages, seeing exactly that run's batch
+ * (what the persistence actor's group commit relies on). */
+typedef struct batch_seen {
+    uint32_t in_batch; /* messages since the last on_batch_end; actor context only */
+    uint32_t max_batch, batches, total;
+    _Atomic int done;
+} batch_seen;
+
+static void batch_behaviour(pylon_actor *self, pylon_msg *m)
+{
+    batch_seen *b = pylon_actor_state(self);
+    b->in_batch++;
+    pylon_msg_free(m);
+}
+
+static void batch_end(pylon_actor *self)
+{
+    batch_seen *b = pylon_actor_state(self);
+    cr_assert_gt(b->in_batch, 0, "on_batch_end after a run that delivered nothing");
+    if (b->in_batch > b->max_batch) b->max_batch = b->in_batch;
+    b->batches++;
+    b->total += b->in_batch;
+    b->in_batch = 0;
+    if (b->total == 100) atomic_store(&b->done, 1);
+}
+
+Test(actor, on_batch_end_follows_each_run_with_its_batch, .timeout = 30)
+{
+    pylon_runtime *rt = make_runtime(1, 64);
+    gate_reset();
+    static const pylon_actor_def def = {
+        .name = "batcher", .behaviour = batch_behaviour, .on_batch_end = batch_end, .batch = 8};
+    batch_seen *b = calloc(1, sizeof *b);
+    pylon_actor *g = pylon_actor_spawn(rt, &gate_def, NULL);
+    pylon_actor *a = pylon_actor_spawn(rt, &def, b);
+    pylon_msg *gm = malloc(sizeof *gm);
+    pylon_msg_init(gm, 0, NULL);
+    pylon_actor_send(g, gm);
+    cr_assert(wait_gate_entered()); /* the only worker is held: the 100 messages queue up */
+    for (int i = 0; i < 100; i++) {
+        pylon_msg *m = malloc(sizeof *m);
+        pylon_msg_init(m, 0, NULL);
+        pylon_actor_send(a, m);
+    }
+    atomic_store(&g_gate_open, 1);
+    for (int i = 0; i < 5000 && !atomic_load(&b->done); i++) sleep_ms(1);
+    cr_assert(atomic_load(&b->done), "only %u messages seen by on_batch_end", b->total);
+    cr_assert_eq(b->max_batch, 8, "batches are the runs: 8 at a time, got up to %u", b->max_batch);
+    cr_assert_eq(b->batches, 13, "100 queued messages at batch 8 = 13 runs, got %u", b->batches);
+    pylon_actor_stop(g);
+    pylon_actor_stop(a);
+    pylon_actor_release(g);
+    pylon_actor_release(a);
+    cr_assert(wait_live(rt, 0, 5000));
+    pylon_runtime_destroy(rt);
+    free(b);
+    assert_no_leaks();
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* (e) ping-pong                                                                             */
 /* ---------------------------------------------------------------------------------------- */
