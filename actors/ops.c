@@ -64,13 +64,6 @@ static void tf(text *t, const char *fmt, ...)
     }
 }
 
-static void free_text(void *ctx, void *data, size_t len)
-{
-    (void)ctx;
-    (void)len;
-    free(data);
-}
-
 static void metric(text *t, const char *name, const char *type, const char *help)
 {
     tf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -145,13 +138,25 @@ static void metrics(pylon_http_exchange *ex, void *ctx)
         tf(&t, "pylon_rejected_connections_total %llu\n", (unsigned long long)st.rejected_conns);
         metric(&t, "pylon_http_timeouts_total", "counter", "Requests that timed out (408)");
         tf(&t, "pylon_http_timeouts_total %llu\n", (unsigned long long)st.timeouts);
+        if (ops->writer) {
+            metric(&t, "pylon_changelog_head_seq", "gauge", "Last change-log seq committed");
+            tf(&t, "pylon_changelog_head_seq %lld\n",
+               (long long)pylon_persistence_head_seq(ops->writer));
+            metric(&t, "pylon_persistence_queue_depth", "gauge", "Write requests queued");
+            tf(&t, "pylon_persistence_queue_depth %u\n",
+               pylon_persistence_queue_depth(ops->writer));
+            metric(&t, "pylon_persistence_commit_batch_mean", "gauge",
+                   "Mean write requests per transaction (group commit)");
+            tf(&t, "pylon_persistence_commit_batch_mean %.3f\n",
+               pylon_persistence_mean_batch(ops->writer));
+        }
         metric(&t, "pylon_actors", "gauge", "Live actors");
         tf(&t, "pylon_actors %llu\n", (unsigned long long)rs.live_actors);
         metric(&t, "pylon_actor_messages_total", "counter", "Messages delivered to actors");
         tf(&t, "pylon_actor_messages_total %llu\n", (unsigned long long)rs.messages);
         pylon_http_response res = {.status = 200,
                                    .content_type = "text/plain; version=0.0.4",
-                                   .body = pylon_buf_wrap(t.p, t.len, free_text, NULL)};
+                                   .body = pylon_buf_take(t.p, t.len)};
         pylon_http_respond(ex, &res);
         return;
     }
@@ -169,6 +174,12 @@ static void metrics(pylon_http_exchange *ex, void *ctx)
                           (json_int_t)st.latency_count, "sum_secs", st.latency_sum_s, "actors",
                           "live", (json_int_t)rs.live_actors, "messages",
                           (json_int_t)rs.messages);
+    if (j && ops->writer)
+        json_object_set_new(j, "persistence",
+                            json_pack("{s:I,s:i,s:f}", "head_seq",
+                                      (json_int_t)pylon_persistence_head_seq(ops->writer),
+                                      "queue_depth", (int)pylon_persistence_queue_depth(ops->writer),
+                                      "commit_batch_mean", pylon_persistence_mean_batch(ops->writer)));
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     pylon_http_respond_json(ex, 200, body ? body : "{}");

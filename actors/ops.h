@@ -5,6 +5,7 @@
 #ifndef PYLON_ACTORS_OPS_H
 #define PYLON_ACTORS_OPS_H
 
+#include "actors/persistence.h"
 #include "engine/runtime.h"
 #include "http/router.h"
 #include "http/server.h"
@@ -15,6 +16,7 @@
 typedef struct pylon_ops {
     _Atomic(pylon_http_server *) server; /* set once the server runs */
     pylon_runtime *rt;
+    pylon_persistence *writer; /* NULL until the database is open */
     bool dev;
     const char *admin_token;
     const char *host;

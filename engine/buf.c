@@ -45,3 +45,17 @@ void pylon_buf_release(pylon_buf *b)
     if (b->free_fn) b->free_fn(b->free_ctx, b->data, b->len);
     free(b);
 }
+
+static void free_taken(void *ctx, void *data, size_t len)
+{
+    (void)ctx;
+    (void)len;
+    free(data);
+}
+
+pylon_buf *pylon_buf_take(void *data, size_t len)
+{
+    pylon_buf *b = pylon_buf_wrap(data, len, free_taken, NULL);
+    if (!b) free(data);
+    return b;
+}

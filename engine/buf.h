@@ -29,6 +29,9 @@ struct pylon_buf {
 /* A buffer of `len` bytes to fill before sharing. NULL on memory exhaustion. */
 pylon_buf *pylon_buf_new(size_t len);
 pylon_buf *pylon_buf_copy(const void *data, size_t len);
+/* Takes ownership of malloc'd `data`: free(data) on the last release. NULL on exhaustion
+ * (then `data` is freed too, so the caller never leaks it). */
+pylon_buf *pylon_buf_take(void *data, size_t len);
 /* Takes ownership of `data`; free_fn(ctx, data, len) runs on the last release. */
 pylon_buf *pylon_buf_wrap(void *data, size_t len, pylon_buf_free_fn free_fn, void *ctx);
 

@@ -73,8 +73,13 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->data_dir = mode == PYLON_MODE_DEV ? ".pylon" : NULL;
     cfg->db_path = path_default(cfg, 0, "PYLON_DB_PATH", cfg->data_dir, "/", "pylon.db");
     if (!cfg->db_path) cfg->db_path = "pylon.db"; /* unreachable: the data dir is short */
-    cfg->session_db = path_default(cfg, 1, "PYLON_SESSION_DB", cfg->db_path, "", ".sessions.db");
-    cfg->jobs_db = path_default(cfg, 2, "PYLON_JOBS_DB", cfg->db_path, "", ".jobs.db");
+    /* An in-memory data database keeps everything in memory (no "<:memory:>.sessions.db"). */
+    bool memory = strcmp(cfg->db_path, ":memory:") == 0;
+    cfg->session_db = memory ? pylon_env_str("PYLON_SESSION_DB", ":memory:")
+                             : path_default(cfg, 1, "PYLON_SESSION_DB", cfg->db_path, "",
+                                            ".sessions.db");
+    cfg->jobs_db = memory ? pylon_env_str("PYLON_JOBS_DB", ":memory:")
+                          : path_default(cfg, 2, "PYLON_JOBS_DB", cfg->db_path, "", ".jobs.db");
     cfg->files_dir = path_default(cfg, 3, "PYLON_FILES_DIR", cfg->data_dir, "/", "uploads");
     if (!cfg->session_db || !cfg->jobs_db || !cfg->files_dir) {
         snprintf(err, errlen, "PYLON_DB_PATH is too long (%zu bytes): use a path under %zu bytes",
@@ -181,6 +186,7 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
         return false;
     }
     cfg->cookie_domain = pylon_env_get("PYLON_COOKIE_DOMAIN");
+    cfg->cookie_name = pylon_env_get("PYLON_COOKIE_NAME");
     static const char *const samesite[] = {"lax", "strict", "none", NULL};
     /* The deployment page spells it PYLON_COOKIE_SAMESITE, the original PYLON_COOKIE_SAME_SITE. */
     const char *ss_var = pylon_env_get("PYLON_COOKIE_SAMESITE") ? "PYLON_COOKIE_SAMESITE"

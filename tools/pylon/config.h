@@ -41,7 +41,7 @@ typedef struct pylon_config {
     const char *email_api_key, *email_from, *email_http_url;
     int files_provider; /* PYLON_FILES_PROVIDER: 0 local, 1 stack0 */
     const char *stack0_api_key, *stack0_folder, *files_url_prefix;
-    const char *cookie_domain;
+    const char *cookie_domain, *cookie_name;
     int cookie_samesite; /* 0 lax, 1 strict, 2 none */
     bool cookie_secure;
     const char *oauth_google_client_id, *oauth_github_client_id;

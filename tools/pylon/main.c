@@ -7,7 +7,13 @@
 #include "config.h"
 #include "streams.h"
 
+#include "actors/auth.h"
+#include "actors/data_api.h"
+#include "actors/manifest.h"
 #include "actors/ops.h"
+#include "actors/persistence.h"
+#include "actors/policy.h"
+#include "actors/readers.h"
 #include "actors/readiness.h"
 #include "engine/clock.h"
 #include "engine/log.h"
@@ -121,12 +127,74 @@ static int serve(const pylon_config *cfg)
     pylon_router *router = pylon_router_new();
     pylon_guard *guard = NULL;
     pylon_http_server *srv = NULL;
-    pylon_readiness *ready = pylon_readiness_start(rt, cfg->db_path, err, sizeof err);
+    pylon_readiness *ready = NULL;
+    pylon_manifest *manifest = NULL;
+    pylon_policy_set *policies = NULL;
+    pylon_persistence *writer = NULL;
+    pylon_readers *readers = NULL;
+    pylon_auth *auth = NULL;
+    pylon_store_error serr = {0};
+
+    /* The manifest: an invalid one stops the start with every problem and where it is. */
+    pylon_manifest_errors *merrs = NULL;
+    manifest = pylon_manifest_load_file(cfg->manifest, &merrs);
+    if (!manifest && merrs && merrs->not_found && cfg->mode == PYLON_MODE_DEV) {
+        pylon_log_warn("pylon", "no manifest at PYLON_MANIFEST=%s: starting with no entities",
+                       cfg->manifest);
+        manifest = pylon_manifest_new_empty();
+    }
+    if (!manifest) {
+        pylon_log_error("pylon", "PYLON_MANIFEST=%s is not valid:\n%s", cfg->manifest,
+                        pylon_manifest_errors_text(merrs));
+        pylon_manifest_errors_free(merrs);
+        goto out;
+    }
+    pylon_manifest_errors_free(merrs);
+    policies = pylon_policy_set_build(manifest->policies_json, err, sizeof err);
+    if (!policies) {
+        pylon_log_error("pylon", "PYLON_MANIFEST=%s: %s", cfg->manifest, err);
+        goto out;
+    }
+    pylon_persistence_options po = {.backend = &pylon_store_sqlite,
+                                    .target = cfg->db_path,
+                                    .manifest = manifest,
+                                    .queue_max = 20000};
+    if (!(writer = pylon_persistence_start(rt, &po, &serr)) ||
+        !(readers = pylon_readers_start(rt, &pylon_store_sqlite, cfg->db_path, manifest,
+                                        cfg->read_pool, &serr))) {
+        pylon_log_error("pylon", "database PYLON_DB_PATH=%s: %s", cfg->db_path, serr.message);
+        goto out;
+    }
+    pylon_auth_options ao = {.session_db = cfg->session_db,
+                             .admin_token = cfg->admin_token,
+                             .dev = cfg->dev,
+                             .session_ttl_s = manifest->auth.session_expires_in,
+                             .cookie_name = cfg->cookie_name,
+                             .app_name = manifest->name,
+                             .cookie_domain = cfg->cookie_domain,
+                             .cookie_samesite = cfg->cookie_samesite,
+                             .cookie_secure = cfg->cookie_secure};
+    if (!(auth = pylon_auth_start(rt, &ao, err, sizeof err))) {
+        pylon_log_error("pylon", "%s", err);
+        goto out;
+    }
+    pylon_data_api data = {.m = manifest,
+                           .policies = policies,
+                           .writer = writer,
+                           .readers = readers,
+                           .auth = auth,
+                           .reset_allowed = cfg->dev && strcmp(cfg->db_path, ":memory:") == 0};
+    ready = pylon_readiness_start(rt, cfg->db_path, err, sizeof err);
     if (!ready) {
         pylon_log_error("pylon", "%s", err);
         goto out;
     }
+    if (!pylon_data_routes(router, &data) || !pylon_auth_routes(router, auth)) {
+        pylon_log_error("pylon", "cannot build the routes (out of memory)");
+        goto out;
+    }
     pylon_ops ops = {.rt = rt,
+                     .writer = writer,
                      .dev = cfg->dev,
                      .admin_token = cfg->admin_token,
                      .host = cfg->host,
@@ -190,16 +258,22 @@ static int serve(const pylon_config *cfg)
      * WebSockets (1001) and SSE; flush the database; exit 0. */
     pylon_readiness_set_draining(ready);
     pylon_http_server_shutdown(srv, cfg->drain_secs);
-    pylon_readiness_stop(ready);
-    ready = NULL;
-    pylon_log_info("pylon", "database flushed; bye");
     rc = 0;
 out:
+    /* Nothing reaches the actors once the server is down: stop them, the writer last so it
+     * commits what is queued and checkpoints the WAL. */
     pylon_http_server_destroy(srv);
-    if (ready) pylon_readiness_stop(ready);
+    pylon_auth_stop(auth);
+    pylon_readers_stop(readers);
+    pylon_persistence_stop(writer);
+    pylon_readiness_stop(ready);
+    if (rc == 0) pylon_log_info("pylon", "database flushed; bye");
     pylon_router_free(router);
     pylon_guard_free(guard);
     pylon_runtime_destroy(rt);
+    pylon_auth_free(auth);
+    pylon_policy_set_free(policies);
+    pylon_manifest_free(manifest);
     return rc;
 }
 

@@ -1,0 +1,1078 @@
+/* data_api.c — see data_api.h. */
+#include "actors/data_api.h"
+
+#include "actors/ids.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static bool pylon_data_admin_routes(pylon_router *r, pylon_data_api *api);
+
+#define LIST_DEFAULT_LIMIT 100
+#define CURSOR_DEFAULT_LIMIT 20
+#define CURSOR_MAX_LIMIT 100
+
+/* ---- answers ----------------------------------------------------------------------------- */
+
+static void respond(pylon_http_exchange *ex, int status, json_t *j)
+{
+    char *body = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(j);
+    if (!body) {
+        pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
+        return;
+    }
+    pylon_http_response res = {.status = status, .body = pylon_buf_take(body, strlen(body))};
+    pylon_http_respond(ex, &res);
+}
+
+static void respond_store_error(pylon_http_exchange *ex, const pylon_store_error *err)
+{
+    const char *hint = NULL;
+    if (err->status == 403) hint = "Check your auth token or the policy rules in your schema";
+    if (err->status == 503) {
+        pylon_http_response res = {
+            .status = 503,
+            .headers = "Retry-After: 1\r\n",
+            .body = pylon_http_error_body(err->code, err->message, "retry in a moment")};
+        pylon_http_respond(ex, &res);
+        return;
+    }
+    pylon_http_respond_error(ex, err->status ? err->status : 500, err->code ? err->code : "INTERNAL",
+                             err->message, hint);
+}
+
+static void deny(pylon_http_exchange *ex)
+{
+    pylon_http_respond_error(ex, 403, "POLICY_DENIED", "Access denied by policy",
+                             "Check your auth token or the policy rules in your schema");
+}
+
+/* ---- request helpers --------------------------------------------------------------------- */
+
+static const pylon_entity *entity_or_404(pylon_data_api *api, pylon_http_exchange *ex,
+                                         const char *name)
+{
+    const pylon_entity *e = pylon_manifest_entity(api->m, name);
+    if (e) return e;
+    char msg[300], hint[600] = "Known entities: ";
+    snprintf(msg, sizeof msg, "Unknown entity: \"%.200s\"", name);
+    for (size_t i = 0; i < api->m->nentities; i++) {
+        size_t n = strlen(hint);
+        snprintf(hint + n, sizeof hint - n, "%s%s", i ? ", " : "", api->m->entities[i].name);
+    }
+    if (api->m->nentities == 0) snprintf(hint, sizeof hint, "The manifest declares no entities");
+    pylon_http_respond_error(ex, 404, "ENTITY_NOT_FOUND", msg, hint);
+    return NULL;
+}
+
+/* The JSON body, or NULL after answering 400. */
+static json_t *body_json(pylon_http_exchange *ex, bool want_object)
+{
+    const pylon_http_request *req = pylon_http_request_of(ex);
+    json_error_t jerr;
+    json_t *j = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!j) {
+        char hint[200];
+        snprintf(hint, sizeof hint, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
+        pylon_http_respond_error(ex, 400, "INVALID_JSON", "Invalid request body", hint);
+        return NULL;
+    }
+    if (want_object && !json_is_object(j)) {
+        json_decref(j);
+        pylon_http_respond_error(ex, 400, "INVALID_DATA", "The body must be a JSON object",
+                                 "send {\"field\": value, ...}");
+        return NULL;
+    }
+    return j;
+}
+
+/* ?name=<integer>; false after answering 400 when present but malformed. */
+static bool query_int(pylon_http_exchange *ex, const char *name, int64_t *out, bool *present)
+{
+    const char *q = pylon_http_request_of(ex)->query;
+    size_t nl = strlen(name);
+    *present = false;
+    for (const char *p = q; p && *p;) {
+        const char *e = strchr(p, '&');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            char buf[32];
+            size_t vl = len - nl - 1;
+            char *end;
+            if (vl == 0 || vl >= sizeof buf) goto bad;
+            memcpy(buf, p + nl + 1, vl);
+            buf[vl] = '\0';
+            long long v = strtoll(buf, &end, 10);
+            if (*end || v < 0) goto bad;
+            *out = v;
+            *present = true;
+            return true;
+        }
+        p = e ? e + 1 : NULL;
+    }
+    return true;
+bad : {
+    char msg[120];
+    snprintf(msg, sizeof msg, "?%s must be a non-negative integer", name);
+    pylon_http_respond_error(ex, 400, "INVALID_QUERY", msg, NULL);
+    return false;
+}
+}
+
+static char *query_str(const char *q, const char *name)
+{
+    size_t nl = strlen(name);
+    for (const char *p = q; p && *p;) {
+        const char *e = strchr(p, '&');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=')
+            return strndup(p + nl + 1, len - nl - 1);
+        p = e ? e + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* ---- read policy ------------------------------------------------------------------------- */
+
+typedef enum { GATE_ALL, GATE_DENY, GATE_PER_ROW } read_gate;
+
+/* Whether rows of `e` are visible to `who`: all, none, or it depends on each row. */
+static read_gate gate_for(pylon_data_api *api, const pylon_entity *e, const pylon_identity *who)
+{
+    if (who->is_admin || !pylon_policy_entity_has_rules(api->policies, e->name, PYLON_OP_READ))
+        return GATE_ALL;
+    if (pylon_policy_entity_reads_row(api->policies, e->name, PYLON_OP_READ))
+        return GATE_PER_ROW;
+    pylon_policy_env env = {.auth = who};
+    return pylon_policy_check(api->policies, e->name, PYLON_OP_READ, &env, NULL) ? GATE_ALL
+                                                                                 : GATE_DENY;
+}
+
+static bool row_visible(pylon_data_api *api, const pylon_entity *e, const pylon_identity *who,
+                        const json_t *row)
+{
+    pylon_policy_env env = {.auth = who, .data = row};
+    return pylon_policy_check(api->policies, e->name, PYLON_OP_READ, &env, NULL);
+}
+
+/* Keeps only the visible rows (in place). */
+static void filter_rows(pylon_data_api *api, const pylon_entity *e, const pylon_identity *who,
+                        json_t *rows)
+{
+    for (size_t i = json_array_size(rows); i-- > 0;)
+        if (!row_visible(api, e, who, json_array_get(rows, i))) json_array_remove(rows, i);
+}
+
+/* ---- reads ------------------------------------------------------------------------------- */
+
+typedef enum { R_LIST, R_GET, R_CURSOR, R_QUERY, R_LOOKUP } read_kind;
+
+typedef struct read_job {
+    pylon_read_req req;
+    pylon_data_api *api;
+    pylon_http_exchange *ex;
+    const pylon_entity *e;
+    pylon_auth_result who;
+    read_kind kind;
+    read_gate gate;
+    char *id; /* GET: the id; LOOKUP: the value */
+    const pylon_field *field;
+    int64_t limit, offset;
+    bool has_limit;
+    char *after;
+    json_t *filter;
+} read_job;
+
+static void job_free(read_job *j)
+{
+    free(j->id);
+    free(j->after);
+    json_decref(j->filter);
+    free(j);
+}
+
+static void job_cancelled(pylon_read_req *req)
+{
+    read_job *j = (read_job *)req;
+    pylon_http_respond_error(j->ex, 503, "SHUTTING_DOWN", "The server is shutting down",
+                             "retry on another instance");
+    job_free(j);
+}
+
+static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_store_conn *c)
+{
+    read_job *j = (read_job *)req;
+    pylon_data_api *api = j->api;
+    const pylon_identity *who = &j->who.id;
+    pylon_store_error err = {0};
+    json_t *rows = NULL, *row = NULL;
+    switch (j->kind) {
+    case R_GET:
+        if (!b->get(c, j->e, j->id, &row, &err)) break;
+        if (!row) {
+            pylon_store_fail(&err, 404, "NOT_FOUND", "%s with id \"%s\" not found", j->e->name,
+                             j->id);
+            break;
+        }
+        if (j->gate == GATE_PER_ROW && !row_visible(api, j->e, who, row)) {
+            json_decref(row);
+            deny(j->ex);
+            job_free(j);
+            return;
+        }
+        respond(j->ex, 200, row);
+        job_free(j);
+        return;
+    case R_LOOKUP: {
+        json_t *filter = json_object();
+        json_object_set_new(filter, j->field ? j->field->name : "id", json_string(j->id));
+        json_object_set_new(filter, "$limit", json_integer(1));
+        pylon_store_query q = {.filter = filter, .limit = -1};
+        bool ok = b->find(c, j->e, &q, &rows, &err);
+        json_decref(filter);
+        if (!ok) break;
+        if (json_array_size(rows) == 0) {
+            pylon_store_fail(&err, 404, "NOT_FOUND", "%s.%s = %s not found", j->e->name,
+                             j->field ? j->field->name : "id", j->id);
+            break;
+        }
+        row = json_incref(json_array_get(rows, 0));
+        json_decref(rows);
+        rows = NULL;
+        if (j->gate == GATE_PER_ROW && !row_visible(api, j->e, who, row)) {
+            json_decref(row);
+            pylon_http_respond_error(j->ex, 403, "POLICY_DENIED", "Access denied by policy", NULL);
+            job_free(j);
+            return;
+        }
+        respond(j->ex, 200, row);
+        job_free(j);
+        return;
+    }
+    case R_LIST: {
+        pylon_store_query q = {.limit = j->has_limit ? j->limit : -1, .offset = j->offset};
+        if (!b->find(c, j->e, &q, &rows, &err)) break;
+        if (j->gate == GATE_PER_ROW) filter_rows(api, j->e, who, rows);
+        json_t *out = json_pack("{s:o,s:I,s:I,s:o}", "data", rows, "count",
+                                (json_int_t)json_array_size(rows), "offset",
+                                (json_int_t)j->offset, "limit",
+                                j->has_limit ? json_integer(j->limit) : json_null());
+        respond(j->ex, 200, out);
+        job_free(j);
+        return;
+    }
+    case R_CURSOR: {
+        /* One more than asked: whether there is a next page. Rows hidden by policy are
+         * skipped, and the cursor still moves past them (it is an id, not a count). */
+        pylon_store_query q = {.after = j->after, .limit = j->limit + 1};
+        if (!b->find(c, j->e, &q, &rows, &err)) break;
+        bool has_more = (int64_t)json_array_size(rows) > j->limit;
+        if (has_more) json_array_remove(rows, (size_t)j->limit);
+        json_t *last = json_array_size(rows) ? json_array_get(rows, json_array_size(rows) - 1)
+                                             : NULL;
+        json_t *next = last && has_more ? json_incref(json_object_get(last, "id")) : json_null();
+        if (j->gate == GATE_PER_ROW) filter_rows(api, j->e, who, rows);
+        respond(j->ex, 200,
+                json_pack("{s:o,s:o,s:b}", "data", rows, "next_cursor", next, "has_more",
+                          has_more));
+        job_free(j);
+        return;
+    }
+    case R_QUERY: {
+        pylon_store_query q = {.filter = j->filter, .limit = -1};
+        if (!b->find(c, j->e, &q, &rows, &err)) break;
+        if (j->gate == GATE_PER_ROW) filter_rows(api, j->e, who, rows);
+        respond(j->ex, 200, rows);
+        job_free(j);
+        return;
+    }
+    }
+    respond_store_error(j->ex, &err);
+    job_free(j);
+}
+
+static read_job *job_new(pylon_data_api *api, pylon_http_exchange *ex, const pylon_entity *e,
+                         read_kind kind)
+{
+    read_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
+        return NULL;
+    }
+    j->req.run = run_read;
+    j->req.cancelled = job_cancelled;
+    j->api = api;
+    j->ex = ex;
+    j->e = e;
+    j->kind = kind;
+    pylon_auth_resolve(api->auth, pylon_http_request_of(ex), &j->who);
+    j->gate = gate_for(api, e, &j->who.id);
+    if (j->gate == GATE_DENY) {
+        deny(ex);
+        free(j);
+        return NULL;
+    }
+    return j;
+}
+
+static void list(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_data_api *api = ctx;
+    char name[128];
+    pylon_http_param(ex, 0, name, sizeof name);
+    const pylon_entity *e = entity_or_404(api, ex, name);
+    if (!e) return;
+    int64_t limit = LIST_DEFAULT_LIMIT, offset = 0;
+    bool has_limit, has_offset;
+    if (!query_int(ex, "limit", &limit, &has_limit) || !query_int(ex, "offset", &offset, &has_offset))
+        return;
+    read_job *j = job_new(api, ex, e, R_LIST);
+    if (!j) return;
+    j->limit = limit;
+    j->has_limit = has_limit;
+    j->offset = offset;
+    pylon_readers_submit(api->readers, &j->req);
+}
+
+static void cursor(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_data_api *api = ctx;
+    char name[128];
+    pylon_http_param(ex, 0, name, sizeof name);
+    const pylon_entity *e = entity_or_404(api, ex, name);
+    if (!e) return;
+    int64_t limit = CURSOR_DEFAULT_LIMIT;
+    bool has;
+    if (!query_int(ex, "limit", &limit, &has)) return;
+    if (limit > CURSOR_MAX_LIMIT) limit = CURSOR_MAX_LIMIT;
+    if (limit == 0) limit = CURSOR_DEFAULT_LIMIT;
+    read_job *j = job_new(api, ex, e, R_CURSOR);
+    if (!j) return;
+    j->limit = limit;
+    j->after = query_str(pylon_http_request_of(ex)->query, "after");
+    if (j->after && !j->after[0]) {
+        free(j->after);
+        j->after = NULL;
+    }
+    pylon_readers_submit(api->readers, &j->req);
+}
+
+static void query(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_data_api *api = ctx;
+    char name[128];
+    pylon_http_param(ex, 0, name, sizeof name);
+    const pylon_entity *e = entity_or_404(api, ex, name);
+    if (!e) return;
+    json_t *filter = body_json(ex, false);
+    if (!filter) return;
+    if (!json_is_object(filter)) {
+        json_decref(filter);
+        pylon_http_respond_error(ex, 400, "INVALID_QUERY", "The filter must be a JSON object",
+                                 "send {\"field\": value, \"$order\": {...}, \"$limit\": n}");
+        return;
+    }
+    read_job *j = job_new(api, ex, e, R_QUERY);
+    if (!j) {
+        json_decref(filter);
+        return;
+    }
+    j->filter = filter;
+    pylon_readers_submit(api->readers, &j->req);
+}
+
+static void lookup(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_data_api *api = ctx;
+    char name[128], field[128], value[1024];
+    pylon_http_param(ex, 0, name, sizeof name);
+    pylon_http_param(ex, 1, field, sizeof field);
+    pylon_http_param(ex, 2, value, sizeof value);
+    const pylon_entity *e = entity_or_404(api, ex, name);
+    if (!e) return;
+    const pylon_field *f = NULL;
+    if (strcmp(field, "id") != 0 && !(f = pylon_entity_field(e, field))) {
+        char buf[400];
+        pylon_http_respond_error(ex, 400, "INVALID_COLUMN",
+                                 pylon_entity_unknown_column(e, field, buf, sizeof buf), NULL);
+        return;
+    }
+    if (f && f->type != PYLON_FIELD_STRING && f->type != PYLON_FIELD_ID &&
+        f->type != PYLON_FIELD_RICHTEXT && f->type != PYLON_FIELD_DATETIME) {
+        pylon_http_respond_error(ex, 400, "INVALID_QUERY",
+                                 "Lookup works on text fields; use POST /api/query/<Entity> for "
+                                 "numbers and booleans",
+                                 NULL);
+        return;
+    }
+    read_job *j = job_new(api, ex, e, R_LOOKUP);
+    if (!j) return;
+    j->field = f;
+    j->id = strdup(value);
+    pylon_readers_submit(api->readers, &j->req);
+}
+
+/* GET /api/entities/E/<id> (the id may contain '/') */
+static void get_one(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_data_api *api = ctx;
+    char name[128], id[1024];
+    pylon_http_param(ex, 0, name, sizeof name);
+    pylon_http_param(ex, 1, id, sizeof id);
+    const pylon_entity *e = entity_or_404(api, ex, name);
+    if (!e) return;
+    read_job *j = job_new(api, ex, e, R_GET);
+    if (!j) return;
+    j->id = strdup(id);
+    pylon_readers_submit(api->readers, &j->req);
+}
+
+/* ---- writes ------------------------------------------------------------------------------ */
+
+typedef enum { W_INSERT, W_UPDATE, W_DELETE } write_kind;
+
+typedef struct write_ctx {
+    pylon_data_api *api;
+    pylon_http_exchange *ex;
+    pylon_auth_result who;
+    write_kind kind;
+} write_ctx;
+
+/* Inside the transaction, with the stored row: the update/delete policy. */
+static bool authorize(pylon_write_req *req, pylon_write_op *op, const json_t *existing,
+                      pylon_store_error *err)
+{
+    write_ctx *w = req->ctx;
+    if (w->who.id.is_admin) return true;
+    json_t *data = NULL;
+    if (op->kind == PYLON_CHANGE_UPDATE) { /* what the row will become */
+        data = json_deep_copy(existing);
+        json_object_update(data, op->data);
+    }
+    pylon_policy_env env = {.auth = &w->who.id, .data = data ? data : existing, .existing = existing};
+    bool ok = pylon_policy_check(w->api->policies, op->entity->name,
+                                 op->kind == PYLON_CHANGE_UPDATE ? PYLON_OP_UPDATE : PYLON_OP_DELETE,
+                                 &env, NULL);
+    json_decref(data);
+    return ok || pylon_store_fail(err, 403, "POLICY_DENIED", "Access denied by policy");
+}
+
+static void write_done(pylon_write_req *req)
+{
+    write_ctx *w = req->ctx;
+    pylon_write_op *op = &req->ops[0];
+    if (!op->ok) {
+        respond_store_error(w->ex, &op->err);
+    } else if (w->kind == W_INSERT) {
+        respond(w->ex, 201, json_pack("{s:s}", "id", op->id));
+    } else if (w->kind == W_UPDATE) {
+        respond(w->ex, 200, json_pack("{s:b}", "updated", 1));
+    } else {
+        respond(w->ex, 200, json_pack("{s:b}", "deleted", 1));
+    }
+    free(w);
+    pylon_write_req_free(req);
+}
+
+static bool overloaded(pylon_data_api *api, pylon_http_exchange *ex)
+{
+    if (!pylon_persistence_busy(api->writer)) return false;
+    pylon_http_response res = {
+        .status = 503,
+        .headers = "Retry-After: 1\r\n",
+        .body = pylon_http_error_body("OVERLOADED", "Too many writes are queued",
+                                      "retry in a moment")};
+    pylon_http_respond(ex, &res);
+    return true;
+}
+
+static void submit_write(pylon_data_api *api, pylon_http_exchange *ex, const pylon_entity *e,
+                         write_kind kind, const char *id, json_t *data, const pylon_auth_result *who)
+{
+    pylon_write_req *req = pylon_write_req_new(1);
+    write_ctx *w = calloc(1, sizeof *w);
+    char *idc = strdup(id);
+    if (!req || !w || !idc) {
+        pylon_write_req_free(req);
+        free(w);
+        free(idc);
+        json_decref(data);
+        pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
+        return;
+    }
+    w->api = api;
+    w->ex = ex;
+    w->who = *who;
+    w->who.id.user_id = who->id.user_id ? w->who.user_id : NULL;
+    w->who.id.tenant_id = who->id.tenant_id ? w->who.tenant_id : NULL;
+    w->kind = kind;
+    pylon_write_op *op = &req->ops[0];
+    op->kind = kind == W_INSERT ? PYLON_CHANGE_INSERT
+                                : kind == W_UPDATE ? PYLON_CHANGE_UPDATE : PYLON_CHANGE_DELETE;
+    op->entity = e;
+    op->id = idc;
+    op->data = data;
+    req->ctx = w;
+    req->authorize = authorize;
+    req->done = write_done;
+    pylon_persistence_submit(api->writer, req);
+}
+
+static void insert(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_data_api *api = ctx;
+    char name[128];
+    pylon_http_param(ex, 0, name, sizeof name);
+    const pylon_entity *e = entity_or_404(api, ex, name);
+    if (!e) return;
+    json_t *body = body_json(ex, true);
+    if (!body) return;
+    pylon_auth_result who;
+    pylon_auth_resolve(api->auth, pylon_http_request_of(ex), &who);
+    pylon_policy_env env = {.auth = &who.id, .data = body};
+    if (!pylon_policy_check(api->policies, e->name, PYLON_OP_INSERT, &env, NULL)) {
+        json_decref(body);
+        deny(ex);
+        return;
+    }
+    if (overloaded(api, ex)) {
+        json_decref(body);
+        return;
+    }
+    /* A client id is kept (offline clients create rows with their own ids), unless it is a
+     * placeholder the SDK means to replace. */
+    char id[PYLON_ID_LEN + 1];
+    const char *use = NULL;
+    json_t *cid = json_object_get(body, "id");
+    if (cid && !json_is_null(cid)) {
+        if (!json_is_string(cid) || json_string_length(cid) == 0 || json_string_length(cid) > 256) {
+            json_decref(body);
+            pylon_http_respond_error(ex, 400, "INVALID_DATA",
+                                     "id must be a non-empty string of at most 256 bytes", NULL);
+            return;
+        }
+        if (strncmp(json_string_value(cid), "_pending_", 9) != 0) use = json_string_value(cid);
+    }
+    if (!use) {
+        pylon_id_new(id);
+        use = id;
+    }
+    char *keep = strdup(use);
+    json_object_del(body, "id");
+    submit_write(api, ex, e, W_INSERT, keep ? keep : use, body, &who);
+    free(keep);
+}
+
+static void update_or_delete(pylon_http_exchange *ex, void *ctx, write_kind kind)
+{
+    pylon_data_api *api = ctx;
+    char name[128], id[1024];
+    pylon_http_param(ex, 0, name, sizeof name);
+    pylon_http_param(ex, 1, id, sizeof id);
+    const pylon_entity *e = entity_or_404(api, ex, name);
+    if (!e) return;
+    json_t *body = NULL;
+    if (kind == W_UPDATE) {
+        if (!(body = body_json(ex, true))) return;
+        json_object_del(body, "id");
+    }
+    if (overloaded(api, ex)) {
+        json_decref(body);
+        return;
+    }
+    pylon_auth_result who;
+    pylon_auth_resolve(api->auth, pylon_http_request_of(ex), &who);
+    submit_write(api, ex, e, kind, id, body, &who);
+}
+
+static void update(pylon_http_exchange *ex, void *ctx)
+{
+    update_or_delete(ex, ctx, W_UPDATE);
+}
+
+static void delete_one(pylon_http_exchange *ex, void *ctx)
+{
+    update_or_delete(ex, ctx, W_DELETE);
+}
+
+bool pylon_data_routes(pylon_router *r, pylon_data_api *api)
+{
+    return pylon_router_add_inline(r, PYLON_M_GET, "/api/entities/:entity/cursor", cursor, api) &&
+           pylon_router_add_inline(r, PYLON_M_GET, "/api/entities/:entity", list, api) &&
+           pylon_router_add_inline(r, PYLON_M_POST, "/api/entities/:entity", insert, api) &&
+           pylon_router_add_inline(r, PYLON_M_GET, "/api/entities/:entity/*", get_one, api) &&
+           pylon_router_add_inline(r, PYLON_M_PATCH, "/api/entities/:entity/*", update, api) &&
+           pylon_router_add_inline(r, PYLON_M_DELETE, "/api/entities/:entity/*", delete_one, api) &&
+           pylon_router_add_inline(r, PYLON_M_POST, "/api/query/:entity", query, api) &&
+           pylon_router_add_inline(r, PYLON_M_GET, "/api/lookup/:entity/:field/*", lookup, api) &&
+           pylon_data_admin_routes(r, api);
+}
+
+/* ---- admin: batch, transact, import, export; links ---------------------------------------- */
+
+#define MAX_BATCH_OPS 1000
+
+static bool require_admin(pylon_data_api *api, pylon_http_exchange *ex, pylon_auth_result *who)
+{
+    pylon_auth_resolve(api->auth, pylon_http_request_of(ex), who);
+    if (who->id.is_admin) return true;
+    pylon_http_respond_error(ex, 403, "FORBIDDEN",
+                             "this endpoint requires admin auth (PYLON_ADMIN_TOKEN)",
+                             "send Authorization: Bearer <PYLON_ADMIN_TOKEN>");
+    return false;
+}
+
+static const char *const OP_NAMES[] = {"insert", "update", "delete"};
+
+/* Fills `op` from {"op","entity","id"?,"data"?}; false with a reason for the client. */
+static bool parse_op(pylon_data_api *api, const json_t *o, pylon_write_op *op, char *why,
+                     size_t cap)
+{
+    const char *kind = json_string_value(json_object_get(o, "op"));
+    const char *ent = json_string_value(json_object_get(o, "entity"));
+    json_t *id = json_object_get(o, "id"), *data = json_object_get(o, "data");
+    if (!json_is_object(o)) return snprintf(why, cap, "each operation must be an object"), false;
+    int k = -1;
+    for (int i = 0; kind && i < 3; i++)
+        if (strcmp(kind, OP_NAMES[i]) == 0) k = i;
+    if (k < 0) return snprintf(why, cap, "unknown operation"), false;
+    op->kind = (pylon_change_kind)k;
+    if (!ent || !(op->entity = pylon_manifest_entity(api->m, ent)))
+        return snprintf(why, cap, "Unknown entity: \"%.100s\"", ent ? ent : ""), false;
+    if (k != PYLON_CHANGE_INSERT && !json_is_string(id))
+        return snprintf(why, cap, "%s needs an \"id\"", kind), false;
+    if (k != PYLON_CHANGE_DELETE && !json_is_object(data))
+        return snprintf(why, cap, "%s needs a \"data\" object", kind), false;
+    char fresh[PYLON_ID_LEN + 1];
+    const char *use = json_is_string(id) ? json_string_value(id) : NULL;
+    if (k == PYLON_CHANGE_INSERT && (!use || strncmp(use, "_pending_", 9) == 0)) {
+        pylon_id_new(fresh);
+        use = fresh;
+    }
+    op->id = strdup(use);
+    if (k != PYLON_CHANGE_DELETE) {
+        op->data = json_deep_copy(data);
+        json_object_del(op->data, "id");
+    }
+    return op->id != NULL;
+}
+
+typedef struct admin_ctx {
+    pylon_data_api *api;
+    pylon_http_exchange *ex;
+    enum { A_BATCH, A_TRANSACT, A_IMPORT } kind;
+    json_t *results; /* batch: pre-filled entries for ops refused before the write */
+    size_t *slot;    /* batch: result index of each submitted op */
+} admin_ctx;
+
+static json_t *op_result(const pylon_write_op *op)
+{
+    json_t *r = json_pack("{s:s}", "op", OP_NAMES[op->kind]);
+    if (op->id) json_object_set_new(r, "id", json_string(op->id));
+    if (op->ok)
+        json_object_set_new(r, "ok", json_true());
+    else {
+        json_object_set_new(r, "ok", json_false());
+        json_object_set_new(r, "error", json_string(op->err.message[0] ? op->err.message
+                                                                         : "not executed"));
+        if (op->err.code) json_object_set_new(r, "code", json_string(op->err.code));
+    }
+    return r;
+}
+
+static void admin_done(pylon_write_req *req)
+{
+    admin_ctx *a = req->ctx;
+    if (a->kind == A_TRANSACT) {
+        bool all = req->committed;
+        json_t *results = json_array();
+        for (size_t i = 0; i < req->nops; i++) {
+            all = all && req->ops[i].ok;
+            json_t *r = json_pack("{s:s}", "op", OP_NAMES[req->ops[i].kind]);
+            if (req->ops[i].ok)
+                json_object_set_new(r, "id", json_string(req->ops[i].id));
+            else if (req->ops[i].err.code)
+                json_object_set_new(r, "error", json_string(req->ops[i].err.message));
+            json_array_append_new(results, r);
+        }
+        respond(a->ex, all ? 200 : 400,
+                json_pack("{s:b,s:o}", "committed", all, "results", results));
+    } else if (a->kind == A_BATCH) {
+        size_t ok = 0, failed = 0;
+        for (size_t i = 0; i < req->nops; i++)
+            json_array_set_new(a->results, a->slot[i], op_result(&req->ops[i]));
+        for (size_t i = 0; i < json_array_size(a->results); i++)
+            json_is_true(json_object_get(json_array_get(a->results, i), "ok")) ? ok++ : failed++;
+        respond(a->ex, 200,
+                json_pack("{s:O,s:I,s:I}", "results", a->results, "succeeded", (json_int_t)ok,
+                          "failed", (json_int_t)failed));
+    } else { /* import: counts per entity */
+        json_t *by = json_object();
+        size_t ok = 0, failed = 0;
+        for (size_t i = 0; i < req->nops; i++) {
+            const char *name = req->ops[i].entity->name;
+            json_t *e = json_object_get(by, name);
+            if (!e) {
+                e = json_pack("{s:s,s:i,s:i}", "entity", name, "inserted", 0, "failed", 0);
+                json_object_set_new(by, name, e);
+            }
+            const char *k = req->ops[i].ok ? "inserted" : "failed";
+            json_object_set_new(e, k, json_integer(json_integer_value(json_object_get(e, k)) + 1));
+            req->ops[i].ok ? ok++ : failed++;
+        }
+        json_t *list = json_array();
+        const char *key;
+        json_t *v;
+        json_object_foreach(by, key, v) json_array_append(list, v);
+        json_decref(by);
+        respond(a->ex, 200,
+                json_pack("{s:I,s:I,s:o}", "imported", (json_int_t)ok, "failed",
+                          (json_int_t)failed, "by_entity", list));
+    }
+    json_decref(a->results);
+    free(a->slot);
+    free(a);
+    pylon_write_req_free(req);
+}
+
+static void batch_or_transact(pylon_http_exchange *ex, void *ctx, bool atomic)
+{
+    pylon_data_api *api = ctx;
+    pylon_auth_result who;
+    if (!require_admin(api, ex, &who)) return;
+    json_t *body = body_json(ex, false);
+    if (!body) return;
+    json_t *ops = atomic ? body : json_object_get(body, "operations");
+    if (!json_is_array(ops)) {
+        json_decref(body);
+        pylon_http_respond_error(ex, 400, atomic ? "INVALID_DATA" : "MISSING_OPERATIONS",
+                                 atomic ? "The body must be a JSON array of operations"
+                                        : "The body needs an \"operations\" array",
+                                 NULL);
+        return;
+    }
+    size_t n = json_array_size(ops);
+    if (n > MAX_BATCH_OPS) {
+        json_decref(body);
+        char msg[120];
+        snprintf(msg, sizeof msg, "%zu operations in one request: at most %d", n, MAX_BATCH_OPS);
+        pylon_http_respond_error(ex, 413, "PAYLOAD_TOO_LARGE", msg, "split it into several");
+        return;
+    }
+    if (overloaded(api, ex)) {
+        json_decref(body);
+        return;
+    }
+    pylon_write_req *req = pylon_write_req_new(n);
+    admin_ctx *a = calloc(1, sizeof *a);
+    size_t *slot = calloc(n ? n : 1, sizeof *slot);
+    json_t *results = json_array();
+    if (!req || !a || !slot || !results) {
+        pylon_write_req_free(req);
+        free(a);
+        free(slot);
+        json_decref(results);
+        json_decref(body);
+        pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
+        return;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        char why[200];
+        pylon_write_op op = {0};
+        if (parse_op(api, json_array_get(ops, i), &op, why, sizeof why)) {
+            req->ops[used] = op;
+            slot[used++] = i;
+            json_array_append_new(results, json_null());
+            continue;
+        }
+        free(op.id);
+        json_decref(op.data);
+        if (atomic) { /* nothing runs when one operation is malformed */
+            char msg[260];
+            snprintf(msg, sizeof msg, "operation %zu: %s", i, why);
+            req->nops = used;
+            pylon_write_req_free(req);
+            free(a);
+            free(slot);
+            json_decref(results);
+            json_decref(body);
+            pylon_http_respond_error(ex, 400, "INVALID_DATA", msg, NULL);
+            return;
+        }
+        const char *k = json_string_value(json_object_get(json_array_get(ops, i), "op"));
+        json_array_append_new(results, json_pack("{s:s,s:b,s:s}", "op", k ? k : "?", "ok", 0,
+                                                 "error", why));
+    }
+    json_decref(body);
+    req->nops = used;
+    req->atomic = atomic;
+    a->api = api;
+    a->ex = ex;
+    a->kind = atomic ? A_TRANSACT : A_BATCH;
+    a->results = results;
+    a->slot = slot;
+    req->ctx = a;
+    req->done = admin_done; /* admin: no policy (backend.md §3.7, §3.8) */
+    pylon_persistence_submit(api->writer, req);
+}
+
+static void batch(pylon_http_exchange *ex, void *ctx)
+{
+    batch_or_transact(ex, ctx, false);
+}
+
+static void transact(pylon_http_exchange *ex, void *ctx)
+{
+    batch_or_transact(ex, ctx, true);
+}
+
+static void import_rows(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_data_api *api = ctx;
+    pylon_auth_result who;
+    if (!require_admin(api, ex, &who)) return;
+    json_t *body = body_json(ex, true);
+    if (!body) return;
+    json_t *ents = json_object_get(body, "entities");
+    if (!json_is_object(ents)) {
+        json_decref(body);
+        pylon_http_respond_error(ex, 400, "MISSING_FIELD",
+                                 "The body needs \"entities\": {\"Entity\": [rows]}", NULL);
+        return;
+    }
+    size_t n = 0;
+    const char *name;
+    json_t *rows;
+    json_object_foreach(ents, name, rows)
+    {
+        const pylon_entity *e = pylon_manifest_entity(api->m, name);
+        if (!e || !json_is_array(rows)) {
+            json_decref(body);
+            char msg[200];
+            snprintf(msg, sizeof msg, "entities.%.100s: %s", name,
+                     e ? "must be an array of rows" : "unknown entity");
+            pylon_http_respond_error(ex, 400, "INVALID_DATA", msg, NULL);
+            return;
+        }
+        n += json_array_size(rows);
+    }
+    if (overloaded(api, ex)) {
+        json_decref(body);
+        return;
+    }
+    pylon_write_req *req = pylon_write_req_new(n);
+    admin_ctx *a = calloc(1, sizeof *a);
+    if (!req || !a) {
+        pylon_write_req_free(req);
+        free(a);
+        json_decref(body);
+        pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
+        return;
+    }
+    size_t k = 0;
+    json_object_foreach(ents, name, rows)
+    {
+        const pylon_entity *e = pylon_manifest_entity(api->m, name);
+        size_t i;
+        json_t *row;
+        json_array_foreach(rows, i, row)
+        {
+            pylon_write_op *op = &req->ops[k++];
+            op->kind = PYLON_CHANGE_INSERT;
+            op->entity = e;
+            op->data = json_is_object(row) ? json_deep_copy(row) : json_object();
+            json_object_del(op->data, "__internal__");
+            /* Exported rows keep their ids, so links between them survive a round trip. */
+            const char *id = json_string_value(json_object_get(op->data, "id"));
+            char fresh[PYLON_ID_LEN + 1];
+            if (!id || strncmp(id, "_pending_", 9) == 0) {
+                pylon_id_new(fresh);
+                id = fresh;
+            }
+            op->id = strdup(id);
+            json_object_del(op->data, "id");
+        }
+    }
+    json_decref(body);
+    a->api = api;
+    a->ex = ex;
+    a->kind = A_IMPORT;
+    req->ctx = a;
+    req->done = admin_done;
+    pylon_persistence_submit(api->writer, req);
+}
+
+/* Export runs on a reader: one consistent snapshot per entity. */
+typedef struct export_job {
+    pylon_read_req req;
+    pylon_data_api *api;
+    pylon_http_exchange *ex;
+    const pylon_entity *only; /* NULL: every entity */
+} export_job;
+
+static void export_cancelled(pylon_read_req *req)
+{
+    export_job *j = (export_job *)req;
+    pylon_http_respond_error(j->ex, 503, "SHUTTING_DOWN", "The server is shutting down", NULL);
+    free(j);
+}
+
+static void run_export(pylon_read_req *req, const pylon_store_backend *b, pylon_store_conn *c)
+{
+    export_job *j = (export_job *)req;
+    json_t *ents = json_object(), *counts = json_object();
+    pylon_store_error err = {0};
+    bool ok = true;
+    for (size_t i = 0; ok && i < j->api->m->nentities; i++) {
+        const pylon_entity *e = &j->api->m->entities[i];
+        if (j->only && e != j->only) continue;
+        json_t *rows = NULL;
+        pylon_store_query q = {.limit = -1};
+        if (!(ok = b->find(c, e, &q, &rows, &err))) break;
+        json_object_set_new(counts, e->name, json_integer((json_int_t)json_array_size(rows)));
+        json_object_set_new(ents, e->name, rows);
+    }
+    if (!ok) {
+        json_decref(ents);
+        json_decref(counts);
+        respond_store_error(j->ex, &err);
+    } else {
+        char ts[40];
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        respond(j->ex, 200,
+                json_pack("{s:s,s:o,s:o}", "exported_at", ts, "entities", ents, "counts", counts));
+    }
+    free(j);
+}
+
+static void export_rows(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_data_api *api = ctx;
+    pylon_auth_result who;
+    if (!require_admin(api, ex, &who)) return;
+    const pylon_entity *only = NULL;
+    char name[128];
+    if (pylon_http_param(ex, 0, name, sizeof name) && !(only = entity_or_404(api, ex, name)))
+        return;
+    export_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
+        return;
+    }
+    j->req.run = run_export;
+    j->req.cancelled = export_cancelled;
+    j->api = api;
+    j->ex = ex;
+    j->only = only;
+    pylon_readers_submit(api->readers, &j->req);
+}
+
+/* POST /api/link {"entity","id","relation","target_id"}, /api/unlink without target_id. */
+static void link_or_unlink(pylon_http_exchange *ex, void *ctx, bool link)
+{
+    pylon_data_api *api = ctx;
+    json_t *body = body_json(ex, true);
+    if (!body) return;
+    const char *ent = json_string_value(json_object_get(body, "entity"));
+    const char *id = json_string_value(json_object_get(body, "id"));
+    const char *rel = json_string_value(json_object_get(body, "relation"));
+    json_t *target = json_object_get(body, "target_id");
+    const pylon_entity *e = ent ? entity_or_404(api, ex, ent) : NULL;
+    if (!ent)
+        pylon_http_respond_error(ex, 400, "MISSING_FIELD", "\"entity\" is required", NULL);
+    if (!e) {
+        json_decref(body);
+        return;
+    }
+    const pylon_relation *r = rel ? pylon_entity_relation(e, rel) : NULL;
+    if (!id || !r || r->many || (link && !json_is_string(target))) {
+        const char *why = !id ? "\"id\" is required"
+                         : !r ? "Unknown relation"
+                         : r->many ? "A to-many relation is set on the target rows"
+                                   : "\"target_id\" (a string) is required";
+        pylon_http_respond_error(ex, 400, !r && id ? "RELATION_NOT_FOUND" : "MISSING_FIELD", why,
+                                 NULL);
+        json_decref(body);
+        return;
+    }
+    pylon_auth_result who;
+    pylon_auth_resolve(api->auth, pylon_http_request_of(ex), &who);
+    pylon_policy_env env = {.auth = &who.id, .data = body};
+    if (!pylon_policy_check(api->policies, e->name, PYLON_OP_INSERT, &env, NULL)) {
+        json_decref(body);
+        deny(ex);
+        return;
+    }
+    json_t *patch = json_pack("{s:O}", r->field, link ? target : json_null());
+    char *idc = strdup(id);
+    json_decref(body);
+    if (overloaded(api, ex)) {
+        json_decref(patch);
+        free(idc);
+        return;
+    }
+    submit_write(api, ex, e, W_UPDATE, idc ? idc : "", patch, &who);
+    free(idc);
+}
+
+static void link_rows(pylon_http_exchange *ex, void *ctx)
+{
+    link_or_unlink(ex, ctx, true);
+}
+
+static void unlink_rows(pylon_http_exchange *ex, void *ctx)
+{
+    link_or_unlink(ex, ctx, false);
+}
+
+/* POST /api/__test__/reset: dev + in-memory database + a loopback peer, nothing else. */
+static void reset_done(pylon_write_req *req)
+{
+    pylon_http_exchange *ex = req->ctx;
+    if (req->committed && req->ops[0].ok)
+        respond(ex, 200, json_pack("{s:b}", "reset", 1));
+    else
+        pylon_http_respond_error(ex, 500, "RESET_FAILED", req->ops[0].err.message, NULL);
+    pylon_write_req_free(req);
+}
+
+static void test_reset(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_data_api *api = ctx;
+    if (!api->reset_allowed || !pylon_http_request_of(ex)->peer_is_loopback) {
+        pylon_http_respond_error(ex, 403, "RESET_REFUSED",
+                                 "reset endpoint is only available in dev mode + in-memory DB + "
+                                 "from loopback",
+                                 "run `PYLON_DB_PATH=:memory: pylon dev` for tests");
+        return;
+    }
+    pylon_write_req *req = pylon_write_req_new(1);
+    if (!req) {
+        pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
+        return;
+    }
+    req->reset = true;
+    req->ctx = ex;
+    req->done = reset_done;
+    pylon_persistence_submit(api->writer, req);
+}
+
+static bool pylon_data_admin_routes(pylon_router *r, pylon_data_api *api)
+{
+    if (!pylon_router_add_inline(r, PYLON_M_POST, "/api/__test__/reset", test_reset, api))
+        return false;
+    return pylon_router_add_inline(r, PYLON_M_POST, "/api/batch", batch, api) &&
+           pylon_router_add_inline(r, PYLON_M_POST, "/api/transact", transact, api) &&
+           pylon_router_add_inline(r, PYLON_M_POST, "/api/import", import_rows, api) &&
+           pylon_router_add_inline(r, PYLON_M_GET, "/api/export", export_rows, api) &&
+           pylon_router_add_inline(r, PYLON_M_GET, "/api/export/:entity", export_rows, api) &&
+           pylon_router_add_inline(r, PYLON_M_POST, "/api/link", link_rows, api) &&
+           pylon_router_add_inline(r, PYLON_M_POST, "/api/unlink", unlink_rows, api);
+}

@@ -1,0 +1,339 @@
+/* persistence.c — see persistence.h. */
+#include "actors/persistence.h"
+
+#include "engine/log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { MSG_WRITE = 1 };
+
+struct pylon_persistence {
+    pylon_actor *actor;
+    pylon_persistence_options o;
+    pylon_store_conn *conn;
+    pylon_write_req **staged; /* collected during one run, committed in on_batch_end */
+    size_t nstaged, cap;
+    pylon_change *changes; /* this transaction's change-log entries, for the listener */
+    size_t nchanges, changes_cap;
+    _Atomic uint64_t txns, reqs;
+    _Atomic int64_t head_seq; /* last change-log seq committed */
+    pthread_mutex_t lock; /* with cond: on_stop reports the final flush */
+    pthread_cond_t cond;
+    bool stopped;
+};
+
+pylon_write_req *pylon_write_req_new(size_t nops)
+{
+    pylon_write_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->ops = calloc(nops ? nops : 1, sizeof *r->ops);
+    if (!r->ops) {
+        free(r);
+        return NULL;
+    }
+    r->nops = nops;
+    pylon_msg_init(&r->msg, MSG_WRITE, NULL);
+    return r;
+}
+
+void pylon_write_req_free(pylon_write_req *req)
+{
+    if (!req) return;
+    for (size_t i = 0; i < req->nops; i++) {
+        free(req->ops[i].id);
+        free(req->ops[i].op_id);
+        json_decref(req->ops[i].data);
+        json_decref(req->ops[i].row);
+    }
+    free(req->ops);
+    free(req);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool note_change(pylon_persistence *p, pylon_write_op *op, json_t *fields)
+{
+    const pylon_store_backend *b = p->o.backend;
+    pylon_change ch = {.entity = op->entity->name,
+                       .row_id = op->id,
+                       .kind = op->kind,
+                       .fields = fields,
+                       .data = op->row,
+                       .ts_ms = now_ms(),
+                       .op_id = op->op_id};
+    if (!b->log_change(p->conn, &ch, &op->err)) return false;
+    op->seq = ch.seq;
+    if (p->nchanges == p->changes_cap) {
+        size_t cap = p->changes_cap ? p->changes_cap * 2 : 64;
+        pylon_change *nc = realloc(p->changes, cap * sizeof *nc);
+        if (!nc) return pylon_store_fail(&op->err, 503, "OVERLOADED", "out of memory");
+        p->changes = nc;
+        p->changes_cap = cap;
+    }
+    ch.fields = fields ? json_incref(fields) : NULL;
+    p->changes[p->nchanges++] = ch;
+    return true;
+}
+
+/* One operation inside the open transaction. */
+static bool run_op(pylon_persistence *p, pylon_write_req *req, pylon_write_op *op)
+{
+    const pylon_store_backend *b = p->o.backend;
+    pylon_store_conn *c = p->conn;
+    if (op->kind == PYLON_CHANGE_INSERT) {
+        if (!b->insert(c, op->entity, op->id, op->data, &op->row, &op->err)) return false;
+        return note_change(p, op, NULL);
+    }
+    json_t *existing = NULL;
+    if (!b->get(c, op->entity, op->id, &existing, &op->err)) return false;
+    if (!existing)
+        return pylon_store_fail(&op->err, 404, "NOT_FOUND", "%s with id \"%s\" not found",
+                                op->entity->name, op->id);
+    bool allowed = !req->authorize || req->authorize(req, op, existing, &op->err);
+    json_decref(existing);
+    if (!allowed) return false;
+    if (op->kind == PYLON_CHANGE_UPDATE) {
+        if (!b->update(c, op->entity, op->id, op->data, &op->row, &op->err)) return false;
+        if (!op->row)
+            return pylon_store_fail(&op->err, 404, "NOT_FOUND", "%s with id \"%s\" not found",
+                                    op->entity->name, op->id);
+        json_t *fields = json_array();
+        const char *key;
+        json_t *v;
+        json_object_foreach(op->data, key, v)
+        if (strcmp(key, "id") != 0) json_array_append_new(fields, json_string(key));
+        bool ok = note_change(p, op, fields);
+        json_decref(fields);
+        return ok;
+    }
+    bool found = false;
+    if (!b->remove(c, op->entity, op->id, &found, &op->err)) return false;
+    if (!found)
+        return pylon_store_fail(&op->err, 404, "NOT_FOUND", "%s with id \"%s\" not found",
+                                op->entity->name, op->id);
+    return note_change(p, op, NULL);
+}
+
+static void run_request(pylon_persistence *p, pylon_write_req *req)
+{
+    const pylon_store_backend *b = p->o.backend;
+    if (req->reset) { /* one op slot carries the outcome */
+        req->ops[0].ok = b->reset(p->conn, &req->ops[0].err);
+        return;
+    }
+    if (req->atomic) {
+        pylon_store_error err;
+        if (!b->savepoint(p->conn, &err)) {
+            for (size_t i = 0; i < req->nops; i++) req->ops[i].err = err;
+            return;
+        }
+        size_t mark = p->nchanges;
+        for (size_t i = 0; i < req->nops; i++) {
+            if (!(req->ops[i].ok = run_op(p, req, &req->ops[i]))) {
+                b->savepoint_rollback(p->conn);
+                for (size_t j = 0; j < i; j++) req->ops[j].ok = false; /* undone with it */
+                while (p->nchanges > mark) json_decref(p->changes[--p->nchanges].fields);
+                return;
+            }
+        }
+        b->savepoint_release(p->conn);
+        return;
+    }
+    for (size_t i = 0; i < req->nops; i++) {
+        pylon_write_op *op = &req->ops[i];
+        size_t mark = p->nchanges;
+        if (!b->savepoint(p->conn, &op->err)) continue;
+        if ((op->ok = run_op(p, req, op))) {
+            b->savepoint_release(p->conn);
+        } else {
+            b->savepoint_rollback(p->conn);
+            while (p->nchanges > mark) json_decref(p->changes[--p->nchanges].fields);
+        }
+    }
+}
+
+/* Group commit: everything staged during this run in one transaction. */
+static void commit_staged(pylon_persistence *p)
+{
+    if (p->nstaged == 0) return;
+    const pylon_store_backend *b = p->o.backend;
+    pylon_store_error err = {0};
+    bool committed = false;
+    p->nchanges = 0;
+    if (b->begin(p->conn, &err)) {
+        for (size_t i = 0; i < p->nstaged; i++) run_request(p, p->staged[i]);
+        committed = b->commit(p->conn, &err);
+    }
+    if (!committed) {
+        pylon_log_error("db", "write transaction failed: %s", err.message);
+        for (size_t i = 0; i < p->nstaged; i++)
+            for (size_t j = 0; j < p->staged[i]->nops; j++) {
+                pylon_write_op *op = &p->staged[i]->ops[j];
+                if (op->ok || !op->err.code) op->err = err;
+                op->ok = false;
+            }
+    }
+    if (committed && p->nchanges) {
+        atomic_store_explicit(&p->head_seq, p->changes[p->nchanges - 1].seq, memory_order_relaxed);
+        if (p->o.on_changes) p->o.on_changes(p->o.listener_ctx, p->changes, p->nchanges);
+    }
+    for (size_t i = 0; i < p->nchanges; i++) json_decref(p->changes[i].fields);
+    p->nchanges = 0;
+    atomic_fetch_add_explicit(&p->txns, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->reqs, p->nstaged, memory_order_relaxed);
+    /* Answer only now: every acknowledged write is in the committed WAL. */
+    for (size_t i = 0; i < p->nstaged; i++) {
+        pylon_write_req *req = p->staged[i];
+        req->committed = committed;
+        if (req->done)
+            req->done(req);
+        else
+            pylon_write_req_free(req);
+    }
+    p->nstaged = 0;
+}
+
+static void behaviour(pylon_actor *self, pylon_msg *m)
+{
+    pylon_persistence *p = pylon_actor_state(self);
+    pylon_write_req *req = (pylon_write_req *)m;
+    if (p->nstaged == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        pylon_write_req **ns = realloc(p->staged, cap * sizeof *ns);
+        if (!ns) {
+            for (size_t i = 0; i < req->nops; i++)
+                pylon_store_fail(&req->ops[i].err, 503, "OVERLOADED", "out of memory");
+            req->done ? req->done(req) : pylon_write_req_free(req);
+            return;
+        }
+        p->staged = ns;
+        p->cap = cap;
+    }
+    p->staged[p->nstaged++] = req;
+}
+
+static void on_batch_end(pylon_actor *self)
+{
+    commit_staged(pylon_actor_state(self));
+}
+
+/* The shutdown flush: what is staged commits, the WAL is checkpointed (TRUNCATE) and the
+ * connection closes. Runs after every message queued before the stop. */
+static void on_stop(pylon_actor *self)
+{
+    pylon_persistence *p = pylon_actor_state(self);
+    commit_staged(p);
+    p->o.backend->checkpoint(p->conn);
+    p->o.backend->close(p->conn);
+    p->conn = NULL;
+    pthread_mutex_lock(&p->lock);
+    p->stopped = true;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Up to 512 requests per transaction: large enough to amortise the commit, small enough that
+ * the first request in a burst is not kept waiting long. */
+static const pylon_actor_def PERSISTENCE_DEF = {.name = "persistence",
+                                                .behaviour = behaviour,
+                                                .on_batch_end = on_batch_end,
+                                                .on_stop = on_stop,
+                                                .batch = 512,
+                                                .track_pending = true};
+
+pylon_persistence *pylon_persistence_start(pylon_runtime *rt, const pylon_persistence_options *o,
+                                           pylon_store_error *err)
+{
+    pylon_persistence *p = calloc(1, sizeof *p);
+    if (!p) {
+        pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+        return NULL;
+    }
+    p->o = *o;
+    if (!p->o.queue_max) p->o.queue_max = 10000;
+    p->conn = o->backend->open(o->target, true, o->manifest, err);
+    if (!p->conn) {
+        free(p);
+        return NULL;
+    }
+    int64_t head = 0;
+    if (!o->backend->head_seq(p->conn, &head, err)) {
+        o->backend->close(p->conn);
+        free(p);
+        return NULL;
+    }
+    atomic_init(&p->head_seq, head);
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    p->actor = pylon_actor_spawn(rt, &PERSISTENCE_DEF, p);
+    return p;
+}
+
+/* A request that reached the actor after it stopped is answered, not lost. */
+static void undelivered(pylon_msg *m)
+{
+    pylon_write_req *req = (pylon_write_req *)m;
+    for (size_t i = 0; i < req->nops; i++) {
+        req->ops[i].ok = false;
+        pylon_store_fail(&req->ops[i].err, 503, "SHUTTING_DOWN",
+                         "The server is shutting down: retry on another instance");
+    }
+    if (req->done)
+        req->done(req);
+    else
+        pylon_write_req_free(req);
+}
+
+void pylon_persistence_submit(pylon_persistence *p, pylon_write_req *req)
+{
+    pylon_msg_init(&req->msg, MSG_WRITE, undelivered);
+    pylon_actor_send(p->actor, &req->msg);
+}
+
+bool pylon_persistence_busy(const pylon_persistence *p)
+{
+    return pylon_actor_pending(p->actor) >= p->o.queue_max;
+}
+
+unsigned pylon_persistence_queue_depth(const pylon_persistence *p)
+{
+    return pylon_actor_pending(p->actor);
+}
+
+double pylon_persistence_mean_batch(const pylon_persistence *p)
+{
+    uint64_t t = atomic_load_explicit(&((pylon_persistence *)p)->txns, memory_order_relaxed);
+    uint64_t r = atomic_load_explicit(&((pylon_persistence *)p)->reqs, memory_order_relaxed);
+    return t ? (double)r / (double)t : 0.0;
+}
+
+int64_t pylon_persistence_head_seq(const pylon_persistence *p)
+{
+    return atomic_load_explicit(&((pylon_persistence *)p)->head_seq, memory_order_relaxed);
+}
+
+void pylon_persistence_stop(pylon_persistence *p)
+{
+    if (!p) return;
+    /* Writes queued after this point find a stopped actor and are released undelivered;
+     * callers stop submitting first (the HTTP server has drained). */
+    pylon_actor_stop(p->actor);
+    pthread_mutex_lock(&p->lock);
+    while (!p->stopped) pthread_cond_wait(&p->cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    pylon_actor_release(p->actor);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
+    free(p->staged);
+    free(p->changes);
+    free(p);
+}

@@ -1,0 +1,104 @@
+/* readers.c — see readers.h. */
+#include "actors/readers.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+typedef struct reader {
+    pylon_actor *actor;
+    pylon_store_conn *conn;
+    const pylon_store_backend *b;
+    struct pylon_readers *pool;
+} reader;
+
+struct pylon_readers {
+    reader *r;
+    unsigned n;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned stopped;
+};
+
+static void behaviour(pylon_actor *self, pylon_msg *m)
+{
+    reader *rd = pylon_actor_state(self);
+    pylon_read_req *req = (pylon_read_req *)m;
+    req->run(req, rd->b, rd->conn);
+}
+
+static void on_stop(pylon_actor *self)
+{
+    reader *rd = pylon_actor_state(self);
+    rd->b->close(rd->conn);
+    rd->conn = NULL;
+    pthread_mutex_lock(&rd->pool->lock);
+    rd->pool->stopped++;
+    pthread_cond_signal(&rd->pool->cond);
+    pthread_mutex_unlock(&rd->pool->lock);
+}
+
+static const pylon_actor_def READER_DEF = {
+    .name = "reader", .behaviour = behaviour, .on_stop = on_stop, .track_pending = true};
+
+static void undelivered(pylon_msg *m)
+{
+    pylon_read_req *req = (pylon_read_req *)m;
+    req->cancelled(req);
+}
+
+pylon_readers *pylon_readers_start(pylon_runtime *rt, const pylon_store_backend *b,
+                                   const char *target, const pylon_manifest *m, unsigned n,
+                                   pylon_store_error *err)
+{
+    pylon_readers *p = calloc(1, sizeof *p);
+    if (!p || !(p->r = calloc(n, sizeof *p->r))) {
+        free(p);
+        pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    for (unsigned i = 0; i < n; i++) {
+        reader *rd = &p->r[i];
+        rd->b = b;
+        rd->pool = p;
+        rd->conn = b->open(target, false, m, err);
+        if (!rd->conn) {
+            p->n = i;
+            pylon_readers_stop(p);
+            return NULL;
+        }
+        rd->actor = pylon_actor_spawn(rt, &READER_DEF, rd);
+        p->n = i + 1;
+    }
+    return p;
+}
+
+void pylon_readers_submit(pylon_readers *p, pylon_read_req *req)
+{
+    pylon_msg_init(&req->msg, 0, undelivered);
+    reader *best = &p->r[0];
+    uint32_t least = pylon_actor_pending(best->actor);
+    for (unsigned i = 1; i < p->n && least > 0; i++) {
+        uint32_t q = pylon_actor_pending(p->r[i].actor);
+        if (q < least) {
+            least = q;
+            best = &p->r[i];
+        }
+    }
+    pylon_actor_send(best->actor, &req->msg);
+}
+
+void pylon_readers_stop(pylon_readers *p)
+{
+    if (!p) return;
+    for (unsigned i = 0; i < p->n; i++) pylon_actor_stop(p->r[i].actor);
+    pthread_mutex_lock(&p->lock);
+    while (p->stopped < p->n) pthread_cond_wait(&p->cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    for (unsigned i = 0; i < p->n; i++) pylon_actor_release(p->r[i].actor);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
+    free(p->r);
+    free(p);
+}

@@ -1,0 +1,106 @@
+/*
+ * store.h — the storage interface every data handler goes through.
+ *
+ * Owns: the contract between the data API and a database engine. Handlers never see SQLite:
+ * they call a pylon_store_backend through a connection, so a Postgres backend can be added
+ * without touching them. Connections are single-threaded: the persistence actor owns the one
+ * writer, each read-pool actor owns one reader.
+ *
+ * Rows travel as JSON objects (jansson) shaped by the manifest: every column by name, booleans
+ * as true/false, the system column "id" first.
+ */
+#ifndef PYLON_ACTORS_STORE_H
+#define PYLON_ACTORS_STORE_H
+
+#include "actors/manifest.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct pylon_store_conn pylon_store_conn;
+
+/* Why an operation failed, as the HTTP answer will say it. */
+typedef struct pylon_store_error {
+    int status;       /* 400, 404, 409, 500, 503 */
+    const char *code; /* INVALID_COLUMN, MISSING_FIELD, UNIQUE_VIOLATION, NOT_FOUND, ... */
+    char message[400];
+} pylon_store_error;
+
+/* What a list or query asks for. */
+typedef struct pylon_store_query {
+    const json_t *filter; /* backend.md §3.3 object, or NULL: field equality and operators,
+                             $order, $limit, $offset, $search */
+    const char *after;    /* cursor: only ids greater than this; NULL for none */
+    int64_t limit;        /* -1: none (a filter's $limit applies) */
+    int64_t offset;
+} pylon_store_query;
+
+typedef enum { PYLON_CHANGE_INSERT, PYLON_CHANGE_UPDATE, PYLON_CHANGE_DELETE } pylon_change_kind;
+
+/* One change-log entry, written in the same transaction as the row change. */
+typedef struct pylon_change {
+    int64_t seq;
+    const char *entity;
+    const char *row_id;
+    pylon_change_kind kind;
+    json_t *fields; /* update: array of changed field names; else NULL */
+    json_t *data;   /* the row after the change; NULL for delete */
+    int64_t ts_ms;
+    const char *op_id; /* sync push op id, or NULL */
+} pylon_change;
+
+typedef struct pylon_store_backend {
+    const char *name;
+    /* `writer` connections apply the schema and may write; readers are read-only. The target
+     * ":memory:" is one in-memory database shared by every connection of the process. */
+    pylon_store_conn *(*open)(const char *target, bool writer, const pylon_manifest *m,
+                              pylon_store_error *err);
+    void (*close)(pylon_store_conn *c);
+
+    /* Transactions (writer). `immediate` takes the write lock at once (group commit). */
+    bool (*begin)(pylon_store_conn *c, pylon_store_error *err);
+    bool (*commit)(pylon_store_conn *c, pylon_store_error *err);
+    void (*rollback)(pylon_store_conn *c);
+    bool (*savepoint)(pylon_store_conn *c, pylon_store_error *err);
+    void (*savepoint_release)(pylon_store_conn *c);
+    void (*savepoint_rollback)(pylon_store_conn *c);
+
+    /* Reads. *row / *rows are new references on success. A missing row is not an error:
+     * *row is NULL. */
+    bool (*get)(pylon_store_conn *c, const pylon_entity *e, const char *id, json_t **row,
+                pylon_store_error *err);
+    bool (*find)(pylon_store_conn *c, const pylon_entity *e, const pylon_store_query *q,
+                 json_t **rows, pylon_store_error *err);
+    bool (*count)(pylon_store_conn *c, const pylon_entity *e, int64_t *n, pylon_store_error *err);
+
+    /* Writes (writer). insert: `id` already decided by the caller; *row = the stored row.
+     * update: *row = the row after the change, NULL (no error) when the id does not exist.
+     * remove: *found says whether a row was deleted. */
+    bool (*insert)(pylon_store_conn *c, const pylon_entity *e, const char *id,
+                   const json_t *data, json_t **row, pylon_store_error *err);
+    bool (*update)(pylon_store_conn *c, const pylon_entity *e, const char *id,
+                   const json_t *patch, json_t **row, pylon_store_error *err);
+    bool (*remove)(pylon_store_conn *c, const pylon_entity *e, const char *id, bool *found,
+                   pylon_store_error *err);
+
+    /* The change log (writer): appends and sets ch->seq. */
+    bool (*log_change)(pylon_store_conn *c, pylon_change *ch, pylon_store_error *err);
+    /* Highest seq written so far (0 when none). */
+    bool (*head_seq)(pylon_store_conn *c, int64_t *seq, pylon_store_error *err);
+
+    /* Empties every entity table and the change log (the dev-only test reset). */
+    bool (*reset)(pylon_store_conn *c, pylon_store_error *err);
+
+    /* Liveness (SELECT 1) and the shutdown flush. */
+    bool (*ping)(pylon_store_conn *c, pylon_store_error *err);
+    void (*checkpoint)(pylon_store_conn *c);
+} pylon_store_backend;
+
+extern const pylon_store_backend pylon_store_sqlite;
+
+/* Sets *err and returns false. */
+bool pylon_store_fail(pylon_store_error *err, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#endif

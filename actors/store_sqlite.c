@@ -1,0 +1,803 @@
+/*
+ * store_sqlite.c — the SQLite backend of store.h.
+ *
+ * Statements are prepared once per connection and cached by their SQL text (a connection runs
+ * a small, repeating set of statements). Queries are built from the manifest and the filter
+ * with every identifier checked against the manifest and every value bound, never spliced, so
+ * nothing a client sends becomes SQL text.
+ */
+#include "actors/schema.h"
+#include "actors/store.h"
+
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define STMT_CACHE 128
+
+typedef struct cached_stmt {
+    char *sql;
+    sqlite3_stmt *st;
+} cached_stmt;
+
+struct pylon_store_conn {
+    sqlite3 *db;
+    bool writer;
+    const pylon_manifest *m;
+    cached_stmt cache[STMT_CACHE];
+    unsigned next_evict;
+};
+
+bool pylon_store_fail(pylon_store_error *err, int status, const char *code, const char *fmt, ...)
+{
+    if (err) {
+        err->status = status;
+        err->code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+/* ---- statements -------------------------------------------------------------------------- */
+
+static sqlite3_stmt *prepare(pylon_store_conn *c, const char *sql, pylon_store_error *err)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = sql; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    for (unsigned probe = 0; probe < 8; probe++) {
+        cached_stmt *cs = &c->cache[(h + probe) % STMT_CACHE];
+        if (cs->sql && strcmp(cs->sql, sql) == 0) {
+            sqlite3_reset(cs->st);
+            sqlite3_clear_bindings(cs->st);
+            return cs->st;
+        }
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        pylon_store_fail(err, 500, "QUERY_FAILED", "%s", sqlite3_errmsg(c->db));
+        return NULL;
+    }
+    /* Take a free slot near the hash, else evict one in turn. */
+    cached_stmt *slot = NULL;
+    for (unsigned probe = 0; probe < 8 && !slot; probe++)
+        if (!c->cache[(h + probe) % STMT_CACHE].sql) slot = &c->cache[(h + probe) % STMT_CACHE];
+    if (!slot) {
+        slot = &c->cache[(h + (c->next_evict++ % 8)) % STMT_CACHE];
+        sqlite3_finalize(slot->st);
+        free(slot->sql);
+    }
+    slot->sql = strdup(sql);
+    slot->st = st;
+    if (!slot->sql) { /* cannot cache: still usable once, the caller resets it */
+        slot->st = NULL;
+        sqlite3_finalize(st);
+        pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+        return NULL;
+    }
+    return st;
+}
+
+/* Maps a failed step to the answer a client can act on. */
+static bool step_error(pylon_store_conn *c, int rc, const char *what, pylon_store_error *err)
+{
+    const char *msg = sqlite3_errmsg(c->db);
+    int ext = sqlite3_extended_errcode(c->db);
+    if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        const char *col = strstr(msg, "failed: ");
+        return pylon_store_fail(err, 409, "UNIQUE_VIOLATION",
+                                "A row with the same %s already exists",
+                                col ? col + 8 : "unique value");
+    }
+    if (ext == SQLITE_CONSTRAINT_NOTNULL) {
+        const char *col = strstr(msg, "failed: ");
+        const char *dot = col ? strrchr(col, '.') : NULL;
+        return pylon_store_fail(err, 400, "MISSING_FIELD", "Missing required field \"%s\"",
+                                dot ? dot + 1 : (col ? col + 8 : "?"));
+    }
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+        return pylon_store_fail(err, 503, "OVERLOADED", "The database is busy: retry shortly");
+    return pylon_store_fail(err, 500, what, "%s", msg);
+}
+
+/* ---- SQL text ---------------------------------------------------------------------------- */
+
+typedef struct sqlbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} sqlbuf;
+
+static void sb_put(sqlbuf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_cat(sqlbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+/* Identifiers come from the manifest (validated as [A-Za-z_][A-Za-z0-9_]*), quoted anyway. */
+static void sb_ident(sqlbuf *b, const char *name)
+{
+    sb_cat(b, "\"");
+    sb_cat(b, name);
+    sb_cat(b, "\"");
+}
+
+/* ---- binding ----------------------------------------------------------------------------- */
+
+/* What a filter binds: the value and the field that decides its SQL type (NULL: id, text). */
+typedef struct bind_item {
+    const json_t *v;
+    const pylon_field *f;
+    char *owned_text; /* for $like patterns */
+} bind_item;
+
+typedef struct binds {
+    bind_item *items;
+    size_t n, cap;
+} binds;
+
+static bool binds_add(binds *b, const json_t *v, const pylon_field *f, char *owned)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        bind_item *ni = realloc(b->items, cap * sizeof *ni);
+        if (!ni) return false;
+        b->items = ni;
+        b->cap = cap;
+    }
+    b->items[b->n++] = (bind_item){v, f, owned};
+    return true;
+}
+
+static void binds_free(binds *b)
+{
+    for (size_t i = 0; i < b->n; i++) free(b->items[i].owned_text);
+    free(b->items);
+}
+
+static bool bind_one(sqlite3_stmt *st, int idx, const bind_item *it, pylon_store_error *err)
+{
+    if (it->owned_text)
+        return sqlite3_bind_text(st, idx, it->owned_text, -1, SQLITE_TRANSIENT) == SQLITE_OK;
+    if (!it->f) { /* the id column */
+        if (!json_is_string(it->v))
+            return pylon_store_fail(err, 400, "INVALID_QUERY", "id must be a string");
+        return sqlite3_bind_text(st, idx, json_string_value(it->v), -1, SQLITE_TRANSIENT) ==
+               SQLITE_OK;
+    }
+    char msg[300];
+    if (pylon_schema_bind_value(st, idx, it->f, it->v, msg, sizeof msg) != 0)
+        return pylon_store_fail(err, 400, "INVALID_QUERY", "%s", msg);
+    return true;
+}
+
+/* ---- filters (backend.md §3.3) ----------------------------------------------------------- */
+
+static bool column_of(const pylon_entity *e, const char *key, const pylon_field **f,
+                      pylon_store_error *err)
+{
+    if (strcmp(key, "id") == 0) {
+        *f = NULL;
+        return true;
+    }
+    *f = pylon_entity_field(e, key);
+    if (*f) return true;
+    char buf[400];
+    return pylon_store_fail(err, 400, "INVALID_COLUMN", "%s",
+                            pylon_entity_unknown_column(e, key, buf, sizeof buf));
+}
+
+static bool compile_condition(const pylon_entity *e, const char *key, const json_t *v, sqlbuf *sql,
+                              binds *b, pylon_store_error *err)
+{
+    const pylon_field *f;
+    if (!column_of(e, key, &f, err)) return false;
+    if (!json_is_object(v)) {
+        sb_cat(sql, " AND ");
+        sb_ident(sql, key);
+        if (json_is_null(v)) {
+            sb_cat(sql, " IS NULL");
+            return true;
+        }
+        sb_cat(sql, " = ?");
+        return binds_add(b, v, f, NULL) ||
+               pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+    }
+    const char *op;
+    json_t *arg;
+    json_object_foreach((json_t *)v, op, arg)
+    {
+        static const struct {
+            const char *op, *sql;
+        } cmp[] = {{"$gt", " > ?"}, {"$gte", " >= ?"}, {"$lt", " < ?"}, {"$lte", " <= ?"}};
+        const char *frag = NULL;
+        for (size_t i = 0; i < 4; i++)
+            if (strcmp(op, cmp[i].op) == 0) frag = cmp[i].sql;
+        sb_cat(sql, " AND ");
+        sb_ident(sql, key);
+        if (frag) {
+            sb_cat(sql, frag);
+            if (!binds_add(b, arg, f, NULL)) goto oom;
+        } else if (strcmp(op, "$not") == 0) {
+            if (json_is_null(arg)) {
+                sb_cat(sql, " IS NOT NULL");
+            } else {
+                sb_cat(sql, " IS NOT ?");
+                if (!binds_add(b, arg, f, NULL)) goto oom;
+            }
+        } else if (strcmp(op, "$like") == 0) {
+            if (!json_is_string(arg))
+                return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                        "$like on \"%s\" needs a string", key);
+            size_t n = json_string_length(arg);
+            char *pat = malloc(n + 3);
+            if (!pat) goto oom;
+            pat[0] = '%';
+            memcpy(pat + 1, json_string_value(arg), n);
+            pat[n + 1] = '%';
+            pat[n + 2] = '\0';
+            sb_cat(sql, " LIKE ?");
+            if (!binds_add(b, arg, f, pat)) {
+                free(pat);
+                goto oom;
+            }
+        } else if (strcmp(op, "$in") == 0) {
+            if (!json_is_array(arg))
+                return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                        "$in on \"%s\" needs an array", key);
+            if (json_array_size(arg) == 0) {
+                sb_cat(sql, " IS NOT NULL AND 0"); /* matches nothing */
+                continue;
+            }
+            sb_cat(sql, " IN (");
+            for (size_t i = 0; i < json_array_size(arg); i++) {
+                sb_cat(sql, i ? ", ?" : "?");
+                if (!binds_add(b, json_array_get(arg, i), f, NULL)) goto oom;
+            }
+            sb_cat(sql, ")");
+        } else {
+            return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                    "Unknown filter operator \"%s\" on \"%s\": use $gt, $gte, "
+                                    "$lt, $lte, $not, $in or $like",
+                                    op, key);
+        }
+    }
+    return true;
+oom:
+    return pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+}
+
+/* SELECT * FROM "E" WHERE 1 [conditions] ORDER BY ... LIMIT ? OFFSET ? */
+static bool compile_query(const pylon_entity *e, const pylon_store_query *q, sqlbuf *sql, binds *b,
+                          json_t **limit_v, json_t **offset_v, pylon_store_error *err)
+{
+    sb_cat(sql, "SELECT * FROM ");
+    sb_ident(sql, e->name);
+    sb_cat(sql, " WHERE 1");
+    const json_t *order = NULL;
+    int64_t limit = q->limit, offset = q->offset;
+    if (q->filter) {
+        if (!json_is_object(q->filter))
+            return pylon_store_fail(err, 400, "INVALID_QUERY", "The filter must be a JSON object");
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)q->filter, key, v)
+        {
+            if (key[0] != '$') {
+                if (!compile_condition(e, key, v, sql, b, err)) return false;
+            } else if (strcmp(key, "$order") == 0) {
+                if (!json_is_object(v))
+                    return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                            "$order must be an object such as {\"createdAt\": "
+                                            "\"desc\"}");
+                order = v;
+            } else if (strcmp(key, "$limit") == 0 || strcmp(key, "$offset") == 0) {
+                if (!json_is_integer(v) || json_integer_value(v) < 0)
+                    return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                            "%s must be a non-negative integer", key);
+                if (key[1] == 'l') {
+                    if (limit < 0 || json_integer_value(v) < limit) limit = json_integer_value(v);
+                } else {
+                    offset = json_integer_value(v);
+                }
+            } else if (strcmp(key, "$search") == 0) {
+                /* Substring search over the entity's text fields. */
+                if (!json_is_string(v))
+                    return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                            "$search must be a string");
+                bool any = false;
+                sb_cat(sql, " AND (0");
+                for (size_t i = 0; i < e->nfields; i++) {
+                    const pylon_field *f = &e->fields[i];
+                    if (f->type != PYLON_FIELD_STRING && f->type != PYLON_FIELD_RICHTEXT) continue;
+                    size_t n = json_string_length(v);
+                    char *pat = malloc(n + 3);
+                    if (!pat) return pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+                    snprintf(pat, n + 3, "%%%s%%", json_string_value(v));
+                    sb_cat(sql, " OR ");
+                    sb_ident(sql, f->name);
+                    sb_cat(sql, " LIKE ?");
+                    binds_add(b, v, f, pat);
+                    any = true;
+                }
+                sb_cat(sql, ")");
+                if (!any)
+                    return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                            "$search needs a string or richtext field in %s",
+                                            e->name);
+            } else {
+                return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                        "Unknown filter key \"%s\": use $order, $limit, $offset "
+                                        "or $search",
+                                        key);
+            }
+        }
+    }
+    if (q->after) {
+        sb_cat(sql, " AND \"id\" > ?");
+        char *after = strdup(q->after);
+        if (!after || !binds_add(b, NULL, NULL, after)) {
+            free(after);
+            return pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+        }
+    }
+    sb_cat(sql, " ORDER BY ");
+    if (order && json_object_size(order) > 0) {
+        const char *key;
+        json_t *dir;
+        bool first = true;
+        json_object_foreach((json_t *)order, key, dir)
+        {
+            const pylon_field *f;
+            if (!column_of(e, key, &f, err)) return false;
+            const char *d = json_is_string(dir) ? json_string_value(dir) : "";
+            bool desc = strcasecmp(d, "desc") == 0;
+            if (!desc && strcasecmp(d, "asc") != 0)
+                return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                        "$order.%s must be \"asc\" or \"desc\"", key);
+            if (!first) sb_cat(sql, ", ");
+            sb_ident(sql, key);
+            sb_cat(sql, desc ? " DESC" : " ASC");
+            first = false;
+        }
+        sb_cat(sql, ", \"id\" ASC");
+    } else {
+        sb_cat(sql, "\"id\" ASC");
+    }
+    sb_cat(sql, " LIMIT ? OFFSET ?");
+    *limit_v = json_integer(limit < 0 ? -1 : limit);
+    *offset_v = json_integer(offset < 0 ? 0 : offset);
+    if (!binds_add(b, *limit_v, NULL, NULL) || !binds_add(b, *offset_v, NULL, NULL))
+        return pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+    return !sql->oom || pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+}
+
+/* LIMIT/OFFSET are integers: bind them directly (bind_one's id rule wants strings). */
+static bool bind_query(sqlite3_stmt *st, const binds *b, pylon_store_error *err)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        const bind_item *it = &b->items[i];
+        int idx = (int)i + 1;
+        if (i + 2 >= b->n) {
+            sqlite3_bind_int64(st, idx, json_integer_value(it->v));
+        } else if (!bind_one(st, idx, it, err)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ---- the backend ------------------------------------------------------------------------- */
+
+static void sq_close(pylon_store_conn *c)
+{
+    if (!c) return;
+    for (size_t i = 0; i < STMT_CACHE; i++) {
+        if (c->cache[i].st) sqlite3_finalize(c->cache[i].st);
+        free(c->cache[i].sql);
+    }
+    sqlite3_close(c->db);
+    free(c);
+}
+
+static bool exec(pylon_store_conn *c, const char *sql, pylon_store_error *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) == SQLITE_OK) return true;
+    pylon_store_fail(err, 500, "QUERY_FAILED", "%s: %s", sql, msg ? msg : "?");
+    sqlite3_free(msg);
+    return false;
+}
+
+static pylon_store_conn *sq_open(const char *target, bool writer, const pylon_manifest *m,
+                                 pylon_store_error *err)
+{
+    pylon_store_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+        return NULL;
+    }
+    c->writer = writer;
+    c->m = m;
+    int flags = (writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY) |
+                SQLITE_OPEN_NOMUTEX;
+    /* ":memory:" would give every connection its own empty database: share one instead. */
+    bool memory = strcmp(target, ":memory:") == 0;
+    if (memory) {
+        target = "file:pylon-memory?mode=memory&cache=shared";
+        flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
+    }
+    if (sqlite3_open_v2(target, &c->db, flags, NULL) != SQLITE_OK) {
+        pylon_store_fail(err, 500, "SCHEMA_INIT_FAILED", "cannot open %s: %s", target,
+                         c->db ? sqlite3_errmsg(c->db) : "out of memory");
+        sq_close(c);
+        return NULL;
+    }
+    sqlite3_busy_timeout(c->db, 5000);
+    /* WAL with synchronous=NORMAL: a commit survives a crash of the process (kill -9); the
+     * writer owns checkpoints (automatic every 1000 pages) and the journal is kept small. */
+    const char *pragmas = writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                                   "PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536;"
+                                   "PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=1000;"
+                                   "PRAGMA journal_size_limit=67108864;"
+                                 : "PRAGMA query_only=ON; PRAGMA cache_size=-16384;"
+                                   "PRAGMA temp_store=MEMORY;";
+    if (!exec(c, pragmas, err)) {
+        sq_close(c);
+        return NULL;
+    }
+    /* Shared-cache readers would otherwise fail with SQLITE_LOCKED while the writer writes. */
+    if (memory && !writer && !exec(c, "PRAGMA read_uncommitted=ON;", err)) {
+        sq_close(c);
+        return NULL;
+    }
+    if (writer) {
+        char msg[512];
+        char *summary = NULL;
+        if (pylon_schema_apply(c->db, m, "serve", &summary, msg, sizeof msg) != 0) {
+            pylon_store_fail(err, 500, "SCHEMA_INIT_FAILED", "%s", msg);
+            free(summary);
+            sq_close(c);
+            return NULL;
+        }
+        free(summary);
+    }
+    return c;
+}
+
+static bool sq_begin(pylon_store_conn *c, pylon_store_error *err)
+{
+    return exec(c, "BEGIN IMMEDIATE", err);
+}
+
+static bool sq_commit(pylon_store_conn *c, pylon_store_error *err)
+{
+    if (exec(c, "COMMIT", err)) return true;
+    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    return false;
+}
+
+static void sq_rollback(pylon_store_conn *c)
+{
+    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static bool sq_savepoint(pylon_store_conn *c, pylon_store_error *err)
+{
+    return exec(c, "SAVEPOINT op", err);
+}
+
+static void sq_savepoint_release(pylon_store_conn *c)
+{
+    sqlite3_exec(c->db, "RELEASE op", NULL, NULL, NULL);
+}
+
+static void sq_savepoint_rollback(pylon_store_conn *c)
+{
+    sqlite3_exec(c->db, "ROLLBACK TO op; RELEASE op", NULL, NULL, NULL);
+}
+
+static bool sq_get(pylon_store_conn *c, const pylon_entity *e, const char *id, json_t **row,
+                   pylon_store_error *err)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT * FROM \"%s\" WHERE \"id\" = ?", e->name);
+    sqlite3_stmt *st = prepare(c, sql, err);
+    if (!st) return false;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    *row = NULL;
+    if (rc == SQLITE_ROW) {
+        *row = pylon_schema_row_to_json(e, st);
+        rc = *row ? SQLITE_DONE : SQLITE_NOMEM;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || step_error(c, rc, "QUERY_FAILED", err);
+}
+
+static bool sq_find(pylon_store_conn *c, const pylon_entity *e, const pylon_store_query *q,
+                    json_t **rows, pylon_store_error *err)
+{
+    sqlbuf sql = {0};
+    binds b = {0};
+    json_t *limit_v = NULL, *offset_v = NULL;
+    bool ok = compile_query(e, q, &sql, &b, &limit_v, &offset_v, err);
+    sqlite3_stmt *st = ok ? prepare(c, sql.p, err) : NULL;
+    ok = st && bind_query(st, &b, err);
+    json_t *out = ok ? json_array() : NULL;
+    int rc = SQLITE_DONE;
+    while (ok && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *r = pylon_schema_row_to_json(e, st);
+        if (!r || json_array_append_new(out, r) != 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+    }
+    if (st) sqlite3_reset(st);
+    if (ok && rc != SQLITE_DONE) ok = step_error(c, rc, "QUERY_FAILED", err);
+    free(sql.p);
+    binds_free(&b);
+    json_decref(limit_v);
+    json_decref(offset_v);
+    if (!ok) {
+        json_decref(out);
+        return false;
+    }
+    *rows = out;
+    return true;
+}
+
+static bool sq_count(pylon_store_conn *c, const pylon_entity *e, int64_t *n, pylon_store_error *err)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM \"%s\"", e->name);
+    sqlite3_stmt *st = prepare(c, sql, err);
+    if (!st) return false;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *n = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || step_error(c, rc, "QUERY_FAILED", err);
+}
+
+/* Checks every key of `data` is a column and collects (field, value) pairs in order. */
+static bool collect_columns(const pylon_entity *e, const json_t *data, const pylon_field **fields,
+                            const json_t **values, size_t *n, pylon_store_error *err)
+{
+    if (!json_is_object(data))
+        return pylon_store_fail(err, 400, "INVALID_DATA", "The body must be a JSON object");
+    *n = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)data, key, v)
+    {
+        if (strcmp(key, "id") == 0) continue; /* the id is decided by the caller */
+        const pylon_field *f = pylon_entity_field(e, key);
+        if (!f) {
+            char buf[400];
+            return pylon_store_fail(err, 400, "INVALID_COLUMN", "%s",
+                                    pylon_entity_unknown_column(e, key, buf, sizeof buf));
+        }
+        fields[*n] = f;
+        values[*n] = v;
+        (*n)++;
+    }
+    return true;
+}
+
+static bool sq_insert(pylon_store_conn *c, const pylon_entity *e, const char *id,
+                      const json_t *data, json_t **row, pylon_store_error *err)
+{
+    const pylon_field *fields[e->nfields + 1];
+    const json_t *values[e->nfields + 1];
+    size_t n;
+    if (!collect_columns(e, data, fields, values, &n, err)) return false;
+    /* Required fields first, so the answer names the field (not SQLite's constraint text). */
+    for (size_t i = 0; i < e->nfields; i++) {
+        const pylon_field *f = &e->fields[i];
+        if (f->optional) continue;
+        const json_t *v = json_object_get(data, f->name);
+        if (!v || json_is_null(v))
+            return pylon_store_fail(err, 400, "MISSING_FIELD",
+                                    "Missing required field \"%s\" (%s) for %s", f->name,
+                                    f->type_text, e->name);
+    }
+    sqlbuf sql = {0};
+    sb_cat(&sql, "INSERT INTO ");
+    sb_ident(&sql, e->name);
+    sb_cat(&sql, " (\"id\"");
+    for (size_t i = 0; i < n; i++) {
+        sb_cat(&sql, ", ");
+        sb_ident(&sql, fields[i]->name);
+    }
+    sb_cat(&sql, ") VALUES (?");
+    for (size_t i = 0; i < n; i++) sb_cat(&sql, ", ?");
+    sb_cat(&sql, ")");
+    if (sql.oom) return pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+    sqlite3_stmt *st = prepare(c, sql.p, err);
+    free(sql.p);
+    if (!st) return false;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    for (size_t i = 0; i < n; i++) {
+        char msg[300];
+        if (pylon_schema_bind_value(st, (int)i + 2, fields[i], values[i], msg, sizeof msg) != 0) {
+            sqlite3_reset(st);
+            return pylon_store_fail(err, 400, "INVALID_DATA", "%s", msg);
+        }
+    }
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return step_error(c, rc, "INSERT_FAILED", err);
+    return sq_get(c, e, id, row, err);
+}
+
+static bool sq_update(pylon_store_conn *c, const pylon_entity *e, const char *id,
+                      const json_t *patch, json_t **row, pylon_store_error *err)
+{
+    const pylon_field *fields[e->nfields + 1];
+    const json_t *values[e->nfields + 1];
+    size_t n;
+    *row = NULL;
+    if (!collect_columns(e, patch, fields, values, &n, err)) return false;
+    if (n == 0)
+        return pylon_store_fail(err, 400, "INVALID_DATA",
+                                "Nothing to update: the body names no field of %s", e->name);
+    sqlbuf sql = {0};
+    sb_cat(&sql, "UPDATE ");
+    sb_ident(&sql, e->name);
+    sb_cat(&sql, " SET ");
+    for (size_t i = 0; i < n; i++) {
+        if (i) sb_cat(&sql, ", ");
+        sb_ident(&sql, fields[i]->name);
+        sb_cat(&sql, " = ?");
+    }
+    sb_cat(&sql, " WHERE \"id\" = ?");
+    if (sql.oom) return pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+    sqlite3_stmt *st = prepare(c, sql.p, err);
+    free(sql.p);
+    if (!st) return false;
+    for (size_t i = 0; i < n; i++) {
+        char msg[300];
+        if (!fields[i]->optional && json_is_null(values[i])) {
+            sqlite3_reset(st);
+            return pylon_store_fail(err, 400, "INVALID_DATA",
+                                    "Field \"%s\" is required and cannot be set to null",
+                                    fields[i]->name);
+        }
+        if (pylon_schema_bind_value(st, (int)i + 1, fields[i], values[i], msg, sizeof msg) != 0) {
+            sqlite3_reset(st);
+            return pylon_store_fail(err, 400, "INVALID_DATA", "%s", msg);
+        }
+    }
+    sqlite3_bind_text(st, (int)n + 1, id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return step_error(c, rc, "UPDATE_FAILED", err);
+    if (sqlite3_changes(c->db) == 0) return true; /* no such row: *row stays NULL */
+    return sq_get(c, e, id, row, err);
+}
+
+static bool sq_remove(pylon_store_conn *c, const pylon_entity *e, const char *id, bool *found,
+                      pylon_store_error *err)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "DELETE FROM \"%s\" WHERE \"id\" = ?", e->name);
+    sqlite3_stmt *st = prepare(c, sql, err);
+    if (!st) return false;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return step_error(c, rc, "DELETE_FAILED", err);
+    *found = sqlite3_changes(c->db) > 0;
+    return true;
+}
+
+static const char *const KIND_NAMES[] = {"insert", "update", "delete"};
+
+static bool sq_log_change(pylon_store_conn *c, pylon_change *ch, pylon_store_error *err)
+{
+    sqlite3_stmt *st =
+        prepare(c,
+                "INSERT INTO _pylon_changes (entity, row_id, kind, fields, data, ts, op_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                err);
+    if (!st) return false;
+    char *fields = ch->fields ? json_dumps(ch->fields, JSON_COMPACT) : NULL;
+    char *data = ch->data ? json_dumps(ch->data, JSON_COMPACT) : NULL;
+    sqlite3_bind_text(st, 1, ch->entity, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, ch->row_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, KIND_NAMES[ch->kind], -1, SQLITE_STATIC);
+    if (fields) sqlite3_bind_text(st, 4, fields, -1, free);
+    if (data) sqlite3_bind_text(st, 5, data, -1, free);
+    sqlite3_bind_int64(st, 6, ch->ts_ms);
+    if (ch->op_id) sqlite3_bind_text(st, 7, ch->op_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) return step_error(c, rc, "INSERT_FAILED", err);
+    ch->seq = sqlite3_last_insert_rowid(c->db);
+    return true;
+}
+
+static bool sq_head_seq(pylon_store_conn *c, int64_t *seq, pylon_store_error *err)
+{
+    /* sqlite_sequence keeps the highest seq ever handed out, even after retention trims. */
+    sqlite3_stmt *st =
+        prepare(c, "SELECT seq FROM sqlite_sequence WHERE name = '_pylon_changes'", err);
+    if (!st) return false;
+    int rc = sqlite3_step(st);
+    *seq = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE || step_error(c, rc, "QUERY_FAILED", err);
+}
+
+static bool sq_reset(pylon_store_conn *c, pylon_store_error *err)
+{
+    for (size_t i = 0; i < c->m->nentities; i++) {
+        char sql[200];
+        snprintf(sql, sizeof sql, "DELETE FROM \"%s\"", c->m->entities[i].name);
+        if (!exec(c, sql, err)) return false;
+    }
+    return exec(c, "DELETE FROM _pylon_changes; DELETE FROM _pylon_op_ids;", err);
+}
+
+static bool sq_ping(pylon_store_conn *c, pylon_store_error *err)
+{
+    sqlite3_stmt *st = prepare(c, "SELECT 1", err);
+    if (!st) return false;
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || step_error(c, rc, "QUERY_FAILED", err);
+}
+
+static void sq_checkpoint(pylon_store_conn *c)
+{
+    sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+}
+
+const pylon_store_backend pylon_store_sqlite = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .savepoint = sq_savepoint,
+    .savepoint_release = sq_savepoint_release,
+    .savepoint_rollback = sq_savepoint_rollback,
+    .get = sq_get,
+    .find = sq_find,
+    .count = sq_count,
+    .insert = sq_insert,
+    .update = sq_update,
+    .remove = sq_remove,
+    .log_change = sq_log_change,
+    .head_seq = sq_head_seq,
+    .reset = sq_reset,
+    .ping = sq_ping,
+    .checkpoint = sq_checkpoint,
+};
