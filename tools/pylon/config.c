@@ -71,6 +71,10 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->port = (int)v; /* at most 65532: the three transport ports above it must exist too */
 
     cfg->data_dir = mode == PYLON_MODE_DEV ? ".pylon" : NULL;
+    /* backup/restore next to a `pylon dev` project: its data lives under .pylon/. */
+    if (mode == PYLON_MODE_TOOL && !pylon_env_get("PYLON_DB_PATH") && access("pylon.db", F_OK) != 0 &&
+        access(".pylon/pylon.db", F_OK) == 0)
+        cfg->data_dir = ".pylon";
     cfg->db_path = path_default(cfg, 0, "PYLON_DB_PATH", cfg->data_dir, "/", "pylon.db");
     if (!cfg->db_path) cfg->db_path = "pylon.db"; /* unreachable: the data dir is short */
     /* An in-memory data database keeps everything in memory (no "<:memory:>.sessions.db"). */
@@ -232,6 +236,8 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
             return false;
         }
     }
+
+    if (mode == PYLON_MODE_TOOL) return true;
 
     /* Refusal rules (DECISIONS.md §1). */
     if (!cfg->dev) {

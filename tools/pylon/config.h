@@ -14,7 +14,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-typedef enum { PYLON_MODE_SERVE, PYLON_MODE_DEV } pylon_mode;
+/* TOOL: backup/restore read the same paths but no refusal rule applies (no server runs). */
+typedef enum { PYLON_MODE_SERVE, PYLON_MODE_DEV, PYLON_MODE_TOOL } pylon_mode;
 
 typedef struct pylon_config {
     pylon_mode mode;

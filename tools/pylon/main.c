@@ -4,6 +4,7 @@
  *
  * Exit codes: 0 ok, 1 error (including every refusal), 64 usage, 69 not available here.
  */
+#include "backup.h"
 #include "config.h"
 #include "streams.h"
 
@@ -44,6 +45,10 @@ static void usage(FILE *out)
             "Commands:\n"
             "  serve            run the production server (alias: start)\n"
             "  dev              run a development server on 127.0.0.1 with data under .pylon/\n"
+            "  backup DIR       copy the databases, manifest and uploads into DIR (safe while\n"
+            "                   the server runs)\n"
+            "  restore DIR      put a backup back (stop the server first; --yes skips the\n"
+            "                   question)\n"
             "  version          print the version\n"
             "  help             print this help\n"
             "\n"
@@ -290,6 +295,36 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         usage(stdout);
         return 0;
+    }
+    if (strcmp(cmd, "backup") == 0 || strcmp(cmd, "restore") == 0) {
+        const char *dir = NULL;
+        bool yes = false, json = false;
+        for (int i = 2; i < argc; i++) {
+            if (!strcmp(argv[i], "--yes") || !strcmp(argv[i], "-y"))
+                yes = true;
+            else if (!strcmp(argv[i], "--json"))
+                json = true;
+            else if (argv[i][0] != '-' && !dir)
+                dir = argv[i];
+            else {
+                fprintf(stderr, "pylon %s: unknown option '%s'\n", cmd, argv[i]);
+                return EXIT_USAGE;
+            }
+        }
+        if (!dir) {
+            fprintf(stderr, "pylon %s: which directory? e.g. pylon %s /var/backups/pylon/today\n",
+                    cmd, cmd);
+            return EXIT_USAGE;
+        }
+        /* Paths come from the same variables the server reads; refusal rules do not apply. */
+        pylon_config cfg;
+        char err[512];
+        if (!pylon_config_load(&cfg, PYLON_MODE_TOOL, NULL, err, sizeof err)) {
+            fprintf(stderr, "pylon: %s\n", err);
+            return 1;
+        }
+        return cmd[0] == 'b' ? pylon_backup_run(&cfg, dir, json)
+                             : pylon_restore_run(&cfg, dir, yes, json);
     }
     if (strcmp(cmd, "login") == 0 || strcmp(cmd, "deploy") == 0) {
         fprintf(stderr, "pylon %s: Pylon Cloud is not available in a self-hosted build; run "
