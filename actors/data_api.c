@@ -154,7 +154,7 @@ static read_gate gate_for(pylon_data_api *api, const pylon_entity *e, const pylo
 static bool row_visible(pylon_data_api *api, const pylon_entity *e, const pylon_identity *who,
                         const json_t *row)
 {
-    pylon_policy_env env = {.auth = who, .data = row};
+    pylon_policy_env env = {.auth = who, .data = row, .existing = row};
     return pylon_policy_check(api->policies, e->name, PYLON_OP_READ, &env, NULL);
 }
 
@@ -168,7 +168,7 @@ static void filter_rows(pylon_data_api *api, const pylon_entity *e, const pylon_
 
 /* ---- reads ------------------------------------------------------------------------------- */
 
-typedef enum { R_LIST, R_GET, R_CURSOR, R_QUERY, R_LOOKUP } read_kind;
+typedef enum { R_LIST, R_GET, R_CURSOR, R_QUERY, R_LOOKUP, R_AGGREGATE, R_GRAPH } read_kind;
 
 typedef struct read_job {
     pylon_read_req req;
@@ -200,6 +200,107 @@ static void job_cancelled(pylon_read_req *req)
     pylon_http_respond_error(j->ex, 503, "SHUTTING_DOWN", "The server is shutting down",
                              "retry on another instance");
     job_free(j);
+}
+
+/* Related rows for one row: many=false follows row[field] to the target's id; many=true
+ * finds the target rows whose `field` holds this row's id. Hidden rows are left out. */
+static bool include_relation(read_job *j, const pylon_store_backend *b, pylon_store_conn *c,
+                             const pylon_entity *e, const pylon_relation *rel, json_t *row,
+                             pylon_store_error *err)
+{
+    const pylon_entity *t = pylon_manifest_entity(j->api->m, rel->target);
+    const pylon_identity *who = &j->who.id;
+    read_gate gate = gate_for(j->api, t, who);
+    if (!rel->many) {
+        const char *tid = json_string_value(json_object_get(row, rel->field));
+        json_t *target = NULL;
+        if (tid && gate != GATE_DENY && !b->get(c, t, tid, &target, err)) return false;
+        if (target && gate == GATE_PER_ROW && !row_visible(j->api, t, who, target)) {
+            json_decref(target);
+            target = NULL;
+        }
+        json_object_set_new(row, rel->name, target ? target : json_null());
+        return true;
+    }
+    json_t *rows = json_array();
+    if (gate != GATE_DENY) {
+        json_t *filter = json_pack("{s:O}", rel->field, json_object_get(row, "id"));
+        pylon_store_query q = {.filter = filter, .limit = -1};
+        json_decref(rows);
+        bool ok = b->find(c, t, &q, &rows, err);
+        json_decref(filter);
+        if (!ok) return false;
+        if (gate == GATE_PER_ROW) filter_rows(j->api, t, who, rows);
+    }
+    (void)e;
+    json_object_set_new(row, rel->name, rows);
+    return true;
+}
+
+/* POST /api/query {"E": {"where","include","limit"}, ...} (backend.md §3.6). */
+static bool run_graph(read_job *j, const pylon_store_backend *b, pylon_store_conn *c,
+                      json_t **out, pylon_store_error *err)
+{
+    json_t *result = json_object();
+    const char *name;
+    json_t *spec;
+    json_object_foreach(j->filter, name, spec)
+    {
+        const pylon_entity *e = pylon_manifest_entity(j->api->m, name);
+        if (!e) {
+            json_decref(result);
+            return pylon_store_fail(err, 404, "ENTITY_NOT_FOUND", "Unknown entity: \"%s\"", name);
+        }
+        read_gate gate = gate_for(j->api, e, &j->who.id);
+        if (gate == GATE_DENY) {
+            json_decref(result);
+            return pylon_store_fail(err, 403, "POLICY_DENIED", "Access denied by policy");
+        }
+        json_t *where = json_is_object(spec) ? json_object_get(spec, "where") : NULL;
+        json_t *include = json_is_object(spec) ? json_object_get(spec, "include") : NULL;
+        json_t *limit = json_is_object(spec) ? json_object_get(spec, "limit") : NULL;
+        if (!json_is_object(spec) || (where && !json_is_object(where)) ||
+            (include && !json_is_object(include)) || (limit && !json_is_integer(limit))) {
+            json_decref(result);
+            return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                    "%s: expected {\"where\": {...}, \"include\": {...}, "
+                                    "\"limit\": n}",
+                                    name);
+        }
+        json_t *rows = NULL;
+        pylon_store_query q = {.filter = where, .limit = -1};
+        if (!b->find(c, e, &q, &rows, err)) {
+            json_decref(result);
+            return false;
+        }
+        if (gate == GATE_PER_ROW) filter_rows(j->api, e, &j->who.id, rows);
+        if (limit)
+            while ((json_int_t)json_array_size(rows) > json_integer_value(limit))
+                json_array_remove(rows, json_array_size(rows) - 1);
+        const char *rname;
+        json_t *ignored;
+        json_object_foreach(include, rname, ignored)
+        {
+            const pylon_relation *rel = pylon_entity_relation(e, rname);
+            if (!rel) {
+                json_decref(rows);
+                json_decref(result);
+                return pylon_store_fail(err, 400, "RELATION_NOT_FOUND",
+                                        "%s has no relation \"%s\"", name, rname);
+            }
+            size_t i;
+            json_t *row;
+            json_array_foreach(rows, i, row)
+            if (!include_relation(j, b, c, e, rel, row, err)) {
+                json_decref(rows);
+                json_decref(result);
+                return false;
+            }
+        }
+        json_object_set_new(result, name, rows);
+    }
+    *out = result;
+    return true;
 }
 
 static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_store_conn *c)
@@ -286,6 +387,18 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
         if (!b->find(c, j->e, &q, &rows, &err)) break;
         if (j->gate == GATE_PER_ROW) filter_rows(api, j->e, who, rows);
         respond(j->ex, 200, rows);
+        job_free(j);
+        return;
+    }
+    case R_AGGREGATE:
+        if (!b->aggregate(c, j->e, j->filter, &rows, &err)) break;
+        respond(j->ex, 200, json_pack("{s:o}", "rows", rows));
+        job_free(j);
+        return;
+    case R_GRAPH: {
+        json_t *out = NULL;
+        if (!run_graph(j, b, c, &out, &err)) break;
+        respond(j->ex, 200, out);
         job_free(j);
         return;
     }
@@ -412,6 +525,70 @@ static void lookup(pylon_http_exchange *ex, void *ctx)
     if (!j) return;
     j->field = f;
     j->id = strdup(value);
+    pylon_readers_submit(api->readers, &j->req);
+}
+
+/* POST /api/aggregate/E. Aggregates cannot be filtered row by row, so a read policy that
+ * depends on the row refuses them (except for the admin) rather than leak totals. */
+static void aggregate(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_data_api *api = ctx;
+    char name[128];
+    pylon_http_param(ex, 0, name, sizeof name);
+    const pylon_entity *e = entity_or_404(api, ex, name);
+    if (!e) return;
+    json_t *spec = body_json(ex, true);
+    if (!spec) return;
+    read_job *j = job_new(api, ex, e, R_AGGREGATE);
+    if (!j) {
+        json_decref(spec);
+        return;
+    }
+    if (j->gate == GATE_PER_ROW) {
+        json_decref(spec);
+        free(j);
+        pylon_http_respond_error(ex, 403, "POLICY_DENIED",
+                                 "Aggregates need a read policy that does not depend on the row",
+                                 "the policy reads data.*: aggregate as admin, or query rows");
+        return;
+    }
+    /* The tenant clamp (backend.md §3.5): a caller with an active tenant sees only its own. */
+    if (j->who.id.tenant_id && pylon_entity_field(e, "orgId")) {
+        json_t *where = json_object_get(spec, "where");
+        if (!json_is_object(where)) {
+            where = json_object();
+            json_object_set_new(spec, "where", where);
+        }
+        json_object_set_new(where, "orgId", json_string(j->who.id.tenant_id));
+    }
+    j->filter = spec;
+    pylon_readers_submit(api->readers, &j->req);
+}
+
+static void graph(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_data_api *api = ctx;
+    json_t *body = body_json(ex, false);
+    if (!body) return;
+    if (!json_is_object(body)) {
+        json_decref(body);
+        pylon_http_respond_error(ex, 400, "INVALID_QUERY",
+                                 "The body must be an object of {\"Entity\": {...}}", NULL);
+        return;
+    }
+    read_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        json_decref(body);
+        pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
+        return;
+    }
+    j->req.run = run_read;
+    j->req.cancelled = job_cancelled;
+    j->api = api;
+    j->ex = ex;
+    j->kind = R_GRAPH;
+    j->filter = body;
+    pylon_auth_resolve(api->auth, pylon_http_request_of(ex), &j->who);
     pylon_readers_submit(api->readers, &j->req);
 }
 
@@ -607,6 +784,8 @@ bool pylon_data_routes(pylon_router *r, pylon_data_api *api)
            pylon_router_add_inline(r, PYLON_M_PATCH, "/api/entities/:entity/*", update, api) &&
            pylon_router_add_inline(r, PYLON_M_DELETE, "/api/entities/:entity/*", delete_one, api) &&
            pylon_router_add_inline(r, PYLON_M_POST, "/api/query/:entity", query, api) &&
+           pylon_router_add_inline(r, PYLON_M_POST, "/api/query", graph, api) &&
+           pylon_router_add_inline(r, PYLON_M_POST, "/api/aggregate/:entity", aggregate, api) &&
            pylon_router_add_inline(r, PYLON_M_GET, "/api/lookup/:entity/:field/*", lookup, api) &&
            pylon_data_admin_routes(r, api);
 }
@@ -692,10 +871,13 @@ static void admin_done(pylon_write_req *req)
         for (size_t i = 0; i < req->nops; i++) {
             all = all && req->ops[i].ok;
             json_t *r = json_pack("{s:s}", "op", OP_NAMES[req->ops[i].kind]);
-            if (req->ops[i].ok)
+            if (all || req->ops[i].ok)
                 json_object_set_new(r, "id", json_string(req->ops[i].id));
-            else if (req->ops[i].err.code)
-                json_object_set_new(r, "error", json_string(req->ops[i].err.message));
+            else
+                json_object_set_new(r, "error",
+                                    json_string(req->ops[i].err.code
+                                                    ? req->ops[i].err.message
+                                                    : "not applied: the transaction was rolled back"));
             json_array_append_new(results, r);
         }
         respond(a->ex, all ? 200 : 400,

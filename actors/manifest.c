@@ -110,13 +110,19 @@ static void errors_addv(pylon_manifest_errors *e, const char *code, const char *
     if (!e) return;
     e->total++;
     if (e->count >= PYLON_MANIFEST_MAX_ERRORS) return;
-    if (e->count == 0) {
+    if (!e->items) {
         e->items = calloc(PYLON_MANIFEST_MAX_ERRORS, sizeof *e->items);
         if (!e->items) return;
     }
     char *cause = NULL, *msg = NULL, *p = strdup(path);
     if (vasprintf(&cause, fmt, ap) < 0) cause = NULL;
-    if (cause && p && asprintf(&msg, "%s: %s", *path ? path : "(root)", cause) < 0) msg = NULL;
+    /* Document-level errors (syntax, file) carry their own context: no path prefix. */
+    if (cause && p && !*path) {
+        msg = cause;
+        cause = NULL;
+    } else if (cause && p && asprintf(&msg, "%s: %s", path, cause) < 0) {
+        msg = NULL;
+    }
     free(cause);
     if (!msg || !p) {
         free(msg);
@@ -141,7 +147,8 @@ static void errors_add(pylon_manifest_errors *e, const char *code, const char *p
 static void errors_finish(pylon_manifest_errors *e)
 {
     size_t n = 64;
-    for (size_t i = 0; i < e->count; i++) n += strlen(e->items[i].message) + 1;
+    for (size_t i = 0; i < e->count; i++)
+        n += strlen(e->items[i].message) + 1;
     char *t = malloc(n);
     if (!t) return;
     size_t off = 0;
@@ -152,8 +159,7 @@ static void errors_finish(pylon_manifest_errors *e)
         t[off++] = '\n';
     }
     if (e->total > e->count)
-        off += (size_t)snprintf(t + off, n - off, "... and %zu more errors\n",
-                                e->total - e->count);
+        off += (size_t)snprintf(t + off, n - off, "... and %zu more errors\n", e->total - e->count);
     if (off > 0) off--; /* no trailing newline */
     t[off] = '\0';
     e->text = t;
@@ -179,8 +185,8 @@ const char *pylon_manifest_errors_text(const pylon_manifest_errors *errs)
 /* ---- parse context -------------------------------------------------------------------------- */
 
 #define PATH_MAX_LEN 256
-#define QBUFS 4
-#define QLEN 80
+#define QBUFS        4
+#define QLEN         80
 
 typedef struct ctx {
     pylon_manifest *m;
@@ -197,8 +203,7 @@ typedef struct ctx {
 static size_t path_push_key(ctx *c, const char *key)
 {
     size_t old = c->plen;
-    int n = snprintf(c->path + c->plen, sizeof c->path - c->plen, "%s%s", c->plen ? "." : "",
-                     key);
+    int n = snprintf(c->path + c->plen, sizeof c->path - c->plen, "%s%s", c->plen ? "." : "", key);
     if (n > 0) c->plen += (size_t)n < sizeof c->path - c->plen ? (size_t)n : 0;
     return old;
 }
@@ -217,7 +222,8 @@ static void path_pop(ctx *c, size_t old)
     c->path[old] = '\0';
 }
 
-static void err(ctx *c, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void err(ctx *c, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void err(ctx *c, const char *code, const char *fmt, ...)
 {
     va_list ap;
@@ -266,14 +272,21 @@ static const char *q(ctx *c, const char *s)
 static const char *json_kind(const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "a value";
 }
@@ -292,11 +305,16 @@ static const char *want_name(want w)
 static bool is_want(const json_t *v, want w)
 {
     switch (w) {
-    case W_STRING: return json_is_string(v);
-    case W_BOOL: return json_is_boolean(v);
-    case W_INT: return json_is_integer(v);
-    case W_ARRAY: return json_is_array(v);
-    case W_OBJECT: return json_is_object(v);
+    case W_STRING:
+        return json_is_string(v);
+    case W_BOOL:
+        return json_is_boolean(v);
+    case W_INT:
+        return json_is_integer(v);
+    case W_ARRAY:
+        return json_is_array(v);
+    case W_OBJECT:
+        return json_is_object(v);
     }
     return false;
 }
@@ -307,7 +325,8 @@ static json_t *get(ctx *c, const json_t *obj, const char *key, want w, bool requ
 {
     json_t *v = json_object_get(obj, key);
     if (!v || (json_is_null(v) && !required)) {
-        if (required) err_at(c, key, "MANIFEST_PARSE_ERROR", "missing (required, %s)", want_name(w));
+        if (required)
+            err_at(c, key, "MANIFEST_PARSE_ERROR", "missing (required, %s)", want_name(w));
         return NULL;
     }
     if (!is_want(v, w)) {
@@ -337,8 +356,8 @@ static bool get_bool(ctx *c, const json_t *obj, const char *key, bool required, 
 }
 
 /* A string array as an arena array (NULL when empty). Non-string elements are errors. */
-static const char *const *get_str_array(ctx *c, const json_t *obj, const char *key,
-                                        bool required, size_t *n)
+static const char *const *get_str_array(ctx *c, const json_t *obj, const char *key, bool required,
+                                        size_t *n)
 {
     *n = 0;
     json_t *arr = get(c, obj, key, W_ARRAY, required);
@@ -382,7 +401,8 @@ static long nameset_add(json_t *set, const char *name, size_t index, bool *oom)
         *oom = true;
         return -1;
     }
-    for (size_t i = 0; i <= n; i++) k[i] = (char)tolower((unsigned char)name[i]);
+    for (size_t i = 0; i <= n; i++)
+        k[i] = (char)tolower((unsigned char)name[i]);
     long prev = -1;
     json_t *v = json_object_get(set, k);
     if (v)
@@ -502,8 +522,8 @@ static const pylon_field *parse_fields(ctx *c, const json_t *obj, const char *ke
 
 /* Iterates obj[key] (an array of objects) calling fn for each element with the path set. */
 typedef void (*elem_fn)(ctx *c, const json_t *v, void *out);
-static void *parse_objects(ctx *c, const json_t *obj, const char *key, bool required,
-                           size_t size, elem_fn fn, size_t *n)
+static void *parse_objects(ctx *c, const json_t *obj, const char *key, bool required, size_t size,
+                           elem_fn fn, size_t *n)
 {
     *n = 0;
     json_t *arr = get(c, obj, key, W_ARRAY, required);
@@ -550,10 +570,10 @@ static void parse_entity(ctx *c, const json_t *v, void *out)
     pylon_entity *e = out;
     e->name = get_str(c, v, "name", true);
     e->fields = parse_fields(c, v, "fields", true, false, &e->nfields);
-    e->indexes = parse_objects(c, v, "indexes", true, sizeof(pylon_index), parse_index,
-                               &e->nindexes);
-    e->relations = parse_objects(c, v, "relations", false, sizeof(pylon_relation),
-                                 parse_relation, &e->nrelations);
+    e->indexes =
+        parse_objects(c, v, "indexes", true, sizeof(pylon_index), parse_index, &e->nindexes);
+    e->relations = parse_objects(c, v, "relations", false, sizeof(pylon_relation), parse_relation,
+                                 &e->nrelations);
     e->crdt = get_bool(c, v, "crdt", false, true);
     json_t *s = get(c, v, "search", W_OBJECT, false);
     if (s) {
@@ -671,7 +691,8 @@ static bool entity_has_field(const pylon_entity *e, const char *name, bool allow
 static const char *column_list(struct pylon_manifest_arena *a, const pylon_entity *e)
 {
     size_t n = 3;
-    for (size_t i = 0; i < e->nfields; i++) n += strlen(e->fields[i].name) + 2;
+    for (size_t i = 0; i < e->nfields; i++)
+        n += strlen(e->fields[i].name) + 2;
     char *s = arena_alloc(a, n);
     if (!s) return "id";
     size_t o = 0;
@@ -765,7 +786,8 @@ static void check_entity(ctx *c, const pylon_manifest *m, const pylon_entity *e,
     for (size_t k = 0; k < e->nfields; k++) {
         const pylon_field *f = &e->fields[k];
         size_t o2 = path_push_index(c, k);
-        if (f->name && check_ident(c, f->name, "name", "field", "FIELD_NAME_EMPTY", "FIELD_NAME_INVALID")) {
+        if (f->name &&
+            check_ident(c, f->name, "name", "field", "FIELD_NAME_EMPTY", "FIELD_NAME_INVALID")) {
             if (strcasecmp(f->name, "id") == 0) {
                 err_at(c, "name", "FIELD_NAME_RESERVED",
                        "\"%s\" is the system column (every entity has id TEXT PRIMARY KEY); "
@@ -799,8 +821,9 @@ static void check_entity(ctx *c, const pylon_manifest *m, const pylon_entity *e,
     for (size_t k = 0; k < e->nindexes; k++) {
         const pylon_index *ix = &e->indexes[k];
         size_t o2 = path_push_index(c, k);
-        if (ix->name && check_ident(c, ix->name, "name", "index", "INDEX_NAME_EMPTY",
-                                   "INDEX_NAME_INVALID") && iset) {
+        if (ix->name &&
+            check_ident(c, ix->name, "name", "index", "INDEX_NAME_EMPTY", "INDEX_NAME_INVALID") &&
+            iset) {
             long prev = nameset_add(iset, ix->name, k, &oom);
             if (prev >= 0)
                 err_at(c, "name", "INDEX_NAME_DUPLICATE",
@@ -840,7 +863,8 @@ static void check_entity(ctx *c, const pylon_manifest *m, const pylon_entity *e,
             else if (rset && json_object_get(rset, r->name))
                 err_at(c, "name", "RELATION_DUPLICATE",
                        "duplicate relation name \"%s\" (first declared at relations[%lld])",
-                       q(c, r->name), (long long)json_integer_value(json_object_get(rset, r->name)));
+                       q(c, r->name),
+                       (long long)json_integer_value(json_object_get(rset, r->name)));
             else if (rset)
                 json_object_set_new(rset, r->name, json_integer((json_int_t)k));
         }
@@ -921,8 +945,8 @@ static void extract_route_param_check(ctx *c, const pylon_manifest *m,
             }
             if (!found) {
                 char pname[QLEN];
-                snprintf(pname, sizeof pname, "%.*s", (int)(len - 1 < QLEN - 1 ? len - 1 : QLEN - 1),
-                         seg + 1);
+                snprintf(pname, sizeof pname, "%.*s",
+                         (int)(len - 1 < QLEN - 1 ? len - 1 : QLEN - 1), seg + 1);
                 err_at(c, "path", "ROUTE_PARAM_NOT_IN_QUERY",
                        "path parameter \"%s\" is not an input of query \"%s\"", q(c, pname),
                        q(c, r->query));
@@ -944,15 +968,15 @@ static void check_all(ctx *c, bool explicit_user)
     const pylon_manifest *m = c->m;
     bool oom = false;
 
-    json_t *eset = json_object();   /* entity names, case-insensitive */
+    json_t *eset = json_object();     /* entity names, case-insensitive */
     json_t *sqlnames = json_object(); /* every table and generated index name */
     if (!eset || !sqlnames) c->a->oom = true;
     size_t old = path_push_key(c, "entities");
     for (size_t i = 0; i < m->nentities && eset && sqlnames; i++) {
         const pylon_entity *e = &m->entities[i];
         size_t o2 = path_push_index(c, i);
-        if (e->name && check_ident(c, e->name, "name", "entity", "ENTITY_NAME_EMPTY",
-                                  "ENTITY_NAME_INVALID")) {
+        if (e->name &&
+            check_ident(c, e->name, "name", "entity", "ENTITY_NAME_EMPTY", "ENTITY_NAME_INVALID")) {
             if (entity_name_reserved(e->name)) {
                 err_at(c, "name", "ENTITY_NAME_RESERVED",
                        "\"%s\" is reserved for internal tables (names starting with _pylon, "
@@ -1022,12 +1046,14 @@ static void check_all(ctx *c, bool explicit_user)
         const char *exprs[] = {p->allow,        p->allow_read,   p->allow_insert,
                                p->allow_update, p->allow_delete, p->allow_write};
         bool any = false;
-        for (size_t k = 0; k < 6; k++) any |= exprs[k] && *exprs[k];
+        for (size_t k = 0; k < 6; k++)
+            any |= exprs[k] && *exprs[k];
         /* A key that is present but mistyped already has its own error: do not add a second. */
         const json_t *pj = json_array_get(json_object_get(m->json, "policies"), i);
         static const char *const rule_keys[] = {"allow",       "allowRead",   "allowInsert",
                                                 "allowUpdate", "allowDelete", "allowWrite"};
-        for (size_t k = 0; k < 6; k++) any |= present(pj, rule_keys[k]);
+        for (size_t k = 0; k < 6; k++)
+            any |= present(pj, rule_keys[k]);
         if (!any)
             err(c, "POLICY_ALLOW_EMPTY",
                 "policy \"%s\" has no rule (set allow, allowRead, allowInsert, allowUpdate, "
@@ -1151,7 +1177,8 @@ static pylon_manifest *from_json(json_t *root, pylon_manifest_errors *errs)
     c->errs = errs;
 
     if (!json_is_object(root)) {
-        err(c, "MANIFEST_PARSE_ERROR", "expected a JSON object, got %s", json_kind(root));
+        err(c, "MANIFEST_PARSE_ERROR", "the manifest must be a JSON object, got %s",
+            json_kind(root));
         goto fail;
     }
     json_t *ver = get(c, root, "manifest_version", W_INT, true);
@@ -1168,8 +1195,8 @@ static pylon_manifest *from_json(json_t *root, pylon_manifest_errors *errs)
         err_at(c, "name", "MANIFEST_NAME_EMPTY", "app name must not be empty");
     m->version = get_str(c, root, "version", true);
 
-    pylon_entity *ents = parse_objects(c, root, "entities", true, sizeof(pylon_entity),
-                                       parse_entity, &m->nentities);
+    pylon_entity *ents =
+        parse_objects(c, root, "entities", true, sizeof(pylon_entity), parse_entity, &m->nentities);
     m->entities = ents;
     m->queries = parse_objects(c, root, "queries", false, sizeof(pylon_manifest_callable),
                                parse_callable, &m->nqueries);
@@ -1177,8 +1204,8 @@ static pylon_manifest *from_json(json_t *root, pylon_manifest_errors *errs)
                                parse_callable, &m->nactions);
     m->policies = parse_objects(c, root, "policies", false, sizeof(pylon_manifest_policy),
                                 parse_policy, &m->npolicies);
-    m->routes = parse_objects(c, root, "routes", false, sizeof(pylon_manifest_route),
-                              parse_route, &m->nroutes);
+    m->routes = parse_objects(c, root, "routes", false, sizeof(pylon_manifest_route), parse_route,
+                              &m->nroutes);
     bool explicit_user = parse_auth(c, root, &m->auth);
     if (m->arena->oom) goto oom;
 
@@ -1186,7 +1213,8 @@ static pylon_manifest *from_json(json_t *root, pylon_manifest_errors *errs)
     if (m->arena->oom) goto oom;
     if (errs->total > 0) goto fail;
 
-    for (size_t i = 0; i < m->nentities; i++) ents[i].columns = column_list(m->arena, &ents[i]);
+    for (size_t i = 0; i < m->nentities; i++)
+        ents[i].columns = column_list(m->arena, &ents[i]);
     if (!fill_defaults(root) || m->arena->oom) goto oom;
     m->policies_json = json_object_get(root, "policies");
     free(c);
@@ -1219,8 +1247,8 @@ pylon_manifest *pylon_manifest_parse(const char *json, size_t len, pylon_manifes
     pylon_manifest *m = NULL;
     if (!root) {
         printable(jerr.text);
-        errors_add(e, "MANIFEST_PARSE_ERROR", "", "line %d, column %d: invalid JSON: %s",
-                   jerr.line, jerr.column, jerr.text);
+        errors_add(e, "MANIFEST_PARSE_ERROR", "", "line %d, column %d: invalid JSON: %s", jerr.line,
+                   jerr.column, jerr.text);
     } else {
         m = from_json(root, e);
     }
@@ -1266,8 +1294,7 @@ pylon_manifest *pylon_manifest_load_file(const char *path, pylon_manifest_errors
         int e = errno;
         if (e == ENOENT)
             return file_error(errs, true, "MANIFEST_NOT_FOUND",
-                              "%s: no such file (set PYLON_MANIFEST to the manifest's path)",
-                              path);
+                              "%s: no such file (set PYLON_MANIFEST to the manifest's path)", path);
         return file_error(errs, false, "MANIFEST_READ_FAILED", "%s: cannot open: %s", path,
                           strerror_r(e, ebuf, sizeof ebuf));
     }
@@ -1278,8 +1305,9 @@ pylon_manifest *pylon_manifest_load_file(const char *path, pylon_manifest_errors
     }
     if ((unsigned long long)st.st_size > PYLON_MANIFEST_MAX_BYTES) {
         fclose(f);
-        return file_error(errs, false, "MANIFEST_TOO_LARGE", "%s: %lld bytes, more than the %u allowed",
-                          path, (long long)st.st_size, PYLON_MANIFEST_MAX_BYTES);
+        return file_error(errs, false, "MANIFEST_TOO_LARGE",
+                          "%s: %lld bytes, more than the %u allowed", path, (long long)st.st_size,
+                          PYLON_MANIFEST_MAX_BYTES);
     }
     size_t cap = (size_t)st.st_size;
     char *buf = malloc(cap + 1);
@@ -1304,8 +1332,9 @@ pylon_manifest *pylon_manifest_load_file(const char *path, pylon_manifest_errors
 
 pylon_manifest *pylon_manifest_new_empty(void)
 {
-    static const char doc[] = "{\"manifest_version\":1,\"name\":\"pylon-app\",\"version\":\"0.0.0\","
-                              "\"entities\":[],\"routes\":[]}";
+    static const char doc[] =
+        "{\"manifest_version\":1,\"name\":\"pylon-app\",\"version\":\"0.0.0\","
+        "\"entities\":[],\"routes\":[]}";
     return pylon_manifest_parse(doc, sizeof doc - 1, NULL);
 }
 

@@ -78,7 +78,7 @@ typedef struct pylon_field {
 } pylon_field;
 
 typedef struct pylon_index {
-    const char *name;       /* manifest name; the SQL index is "<Entity>_<name>" */
+    const char *name; /* manifest name; the SQL index is "<Entity>_<name>" */
     const char *const *fields;
     size_t nfields;
     bool unique;
@@ -168,8 +168,10 @@ typedef struct pylon_manifest {
 } pylon_manifest;
 
 /* One validation error: `code` is the original's diagnostic code (MANIFEST_PARSE_ERROR,
- * FIELD_TYPE_UNKNOWN, ...), `path` the JSON path ("" for the whole document) and `message`
- * "<path>: <cause>". */
+ * FIELD_TYPE_UNKNOWN, ...; plus MANIFEST_NOT_FOUND, MANIFEST_READ_FAILED, MANIFEST_TOO_LARGE and
+ * OUT_OF_MEMORY for the file), `path` the JSON path and `message` "<path>: <cause>". Errors about
+ * the whole document have path "" and a message that carries its own context:
+ * "line 3, column 15: invalid JSON: ...", "<file>: no such file ...". */
 typedef struct pylon_manifest_error {
     const char *code;
     char *path;

@@ -5,7 +5,7 @@
  * (pylon_policy_set). It knows nothing about HTTP, SQL or actors: callers bind `data`,
  * `existing`, `input` and `auth` (pylon_policy_env) and get a yes/no. Both compiled forms are
  * immutable after build, so any number of actors may evaluate them concurrently. Evaluation
- * never allocates.
+ * allocates nothing: it reads the compiled form and the bound JSON (it runs per row on lists).
  *
  * Language (spec/backend.md §4.3 plus the project's additions, marked +):
  *

@@ -37,16 +37,20 @@ const char *pylon_schema_sql_type(pylon_field_type t)
 {
     switch (t) {
     case PYLON_FIELD_INT:
-    case PYLON_FIELD_BOOL: return "INTEGER";
-    case PYLON_FIELD_FLOAT: return "REAL";
-    default: return "TEXT";
+    case PYLON_FIELD_BOOL:
+        return "INTEGER";
+    case PYLON_FIELD_FLOAT:
+        return "REAL";
+    default:
+        return "TEXT";
     }
 }
 
 size_t pylon_schema_quote_ident(char *out, size_t outlen, const char *name)
 {
     size_t need = 2, o = 0;
-    for (const char *p = name; *p; p++) need += *p == '"' ? 2 : 1;
+    for (const char *p = name; *p; p++)
+        need += *p == '"' ? 2 : 1;
     if (outlen == 0) return need;
 #define PUT(ch)                                                                                    \
     do {                                                                                           \
@@ -68,9 +72,9 @@ size_t pylon_schema_quote_ident(char *out, size_t outlen, const char *name)
 typedef struct apply {
     sqlite3 *db;
     const pylon_manifest *m;
-    json_t *plan;    /* operations done, in order */
-    FILE *lines;     /* summary: one line per operation */
-    FILE *warnings;  /* summary: one line per warning */
+    json_t *plan;   /* operations done, in order */
+    FILE *lines;    /* summary: one line per operation */
+    FILE *warnings; /* summary: one line per warning */
     char *lines_buf, *warnings_buf;
     size_t lines_len, warnings_len;
     char *err;
@@ -98,8 +102,9 @@ static void warn(apply *a, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Runs one planned statement and records it. `sql` is sqlite3_malloc'd and freed here. */
-static int run_op(apply *a, const char *op, const char *table, const char *detail, char *sql,
+/* Runs one planned statement and records it: {op, table, sql} in the plan, `line` in the
+ * summary. `sql` is sqlite3_malloc'd and freed here; `hint` is added to the error. */
+static int run_op(apply *a, const char *op, const char *table, const char *line, char *sql,
                   const char *hint)
 {
     if (!sql) return fail(a, "out of memory");
@@ -113,12 +118,11 @@ static int run_op(apply *a, const char *op, const char *table, const char *detai
         return -1;
     }
     json_t *o = json_pack("{s:s, s:s, s:s}", "op", op, "table", table, "sql", sql);
-    if (o && detail) json_object_set_new(o, "detail", json_string(detail));
     if (!o || json_array_append_new(a->plan, o) != 0) {
         sqlite3_free(sql);
         return fail(a, "out of memory");
     }
-    fprintf(a->lines, "%s \"%s\"%s%s\n", op, table, detail ? " " : "", detail ? detail : "");
+    fprintf(a->lines, "%s\n", line);
     sqlite3_free(sql);
     return 0;
 }
@@ -235,19 +239,21 @@ static int index_shape(apply *a, const char *table, const char *index, char *buf
             if (n && strcasecmp(n, index) == 0) *unique = sqlite3_column_int(st, 2) != 0;
         }
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return fail(a, "introspecting index \"%s\": %s", index, sqlite3_errstr(rc));
+    if (rc != SQLITE_DONE)
+        return fail(a, "introspecting index \"%s\": %s", index, sqlite3_errstr(rc));
     sql = sqlite3_mprintf("PRAGMA index_info(\"%w\")", index);
     rc = sql ? sqlite3_prepare_v2(a->db, sql, -1, &st, NULL) : SQLITE_NOMEM;
     sqlite3_free(sql);
     size_t o = 0;
     if (rc == SQLITE_OK)
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *c = (const char *)sqlite3_column_text(st, 2);
-        int n = snprintf(buf + o, len - o, "%s%s", o ? "," : "", c ? c : "<expr>");
-        if (n > 0 && (size_t)n < len - o) o += (size_t)n;
-    }
+            const char *c = (const char *)sqlite3_column_text(st, 2);
+            int n = snprintf(buf + o, len - o, "%s%s", o ? "," : "", c ? c : "<expr>");
+            if (n > 0 && (size_t)n < len - o) o += (size_t)n;
+        }
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return fail(a, "introspecting index \"%s\": %s", index, sqlite3_errstr(rc));
+    if (rc != SQLITE_DONE)
+        return fail(a, "introspecting index \"%s\": %s", index, sqlite3_errstr(rc));
     return 0;
 }
 
@@ -261,16 +267,16 @@ static int has_unique_on(apply *a, const char *table, const char *col)
     int found = 0;
     if (rc == SQLITE_OK)
         while (!found && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 1);
-        if (!name || sqlite3_column_int(st, 2) == 0) continue;
-        char cols[256];
-        bool u;
-        if (index_shape(a, table, name, cols, sizeof cols, &u) != 0) {
-            sqlite3_finalize(st);
-            return -1;
+            const char *name = (const char *)sqlite3_column_text(st, 1);
+            if (!name || sqlite3_column_int(st, 2) == 0) continue;
+            char cols[256];
+            bool u;
+            if (index_shape(a, table, name, cols, sizeof cols, &u) != 0) {
+                sqlite3_finalize(st);
+                return -1;
+            }
+            found = strcasecmp(cols, col) == 0;
         }
-        found = strcasecmp(cols, col) == 0;
-    }
     sqlite3_finalize(st);
     if (!found && rc != SQLITE_DONE)
         return fail(a, "introspecting \"%s\": %s", table, sqlite3_errstr(rc));
@@ -324,9 +330,10 @@ static int ensure_index(apply *a, const pylon_entity *e, const char *sqlname,
         return 0;
     }
     sqlite3_str *s = sqlite3_str_new(NULL);
-    sqlite3_str_appendf(s, "CREATE %sINDEX IF NOT EXISTS \"%w\" ON \"%w\" (", unique ? "UNIQUE " : "",
-                        sqlname, e->name);
-    for (size_t i = 0; i < ncols; i++) sqlite3_str_appendf(s, "%s\"%w\"", i ? ", " : "", cols[i]);
+    sqlite3_str_appendf(s, "CREATE %sINDEX IF NOT EXISTS \"%w\" ON \"%w\" (",
+                        unique ? "UNIQUE " : "", sqlname, e->name);
+    for (size_t i = 0; i < ncols; i++)
+        sqlite3_str_appendf(s, "%s\"%w\"", i ? ", " : "", cols[i]);
     sqlite3_str_appendall(s, ")");
     char detail[1100];
     snprintf(detail, sizeof detail, "on \"%s\" (%s)%s", e->name, want, unique ? " unique" : "");
@@ -386,12 +393,12 @@ static int extra_indexes(apply *a, const pylon_entity *e)
     sqlite3_free(sql);
     if (rc == SQLITE_OK)
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 1);
-        const char *origin = (const char *)sqlite3_column_text(st, 3);
-        if (name && origin && strcmp(origin, "c") == 0 && !expected_index(e, name))
-            warn(a, "index \"%s\" on \"%s\" is not in the manifest; left in place", name,
-                 e->name);
-    }
+            const char *name = (const char *)sqlite3_column_text(st, 1);
+            const char *origin = (const char *)sqlite3_column_text(st, 3);
+            if (name && origin && strcmp(origin, "c") == 0 && !expected_index(e, name))
+                warn(a, "index \"%s\" on \"%s\" is not in the manifest; left in place", name,
+                     e->name);
+        }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return fail(a, "introspecting \"%s\": %s", e->name, sqlite3_errstr(rc));
     return 0;
@@ -494,27 +501,29 @@ static int removed_entities(apply *a)
                                 -1, &st, NULL);
     if (rc == SQLITE_OK)
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 0);
-        if (!name || strncasecmp(name, "_pylon", 6) == 0 || strncasecmp(name, "sqlite_", 7) == 0 ||
-            strncasecmp(name, "_fts_", 5) == 0 || strcasecmp(name, "_facet_bitmap") == 0)
-            continue;
-        bool declared = false;
-        for (size_t i = 0; i < a->m->nentities; i++)
-            declared |= strcasecmp(name, a->m->entities[i].name) == 0;
-        if (declared) continue;
-        columns cols;
-        if (table_columns(a, name, &cols) != 0) {
-            sqlite3_finalize(st);
-            return -1;
+            const char *name = (const char *)sqlite3_column_text(st, 0);
+            if (!name || strncasecmp(name, "_pylon", 6) == 0 ||
+                strncasecmp(name, "sqlite_", 7) == 0 || strncasecmp(name, "_fts_", 5) == 0 ||
+                strcasecmp(name, "_facet_bitmap") == 0)
+                continue;
+            bool declared = false;
+            for (size_t i = 0; i < a->m->nentities; i++)
+                declared |= strcasecmp(name, a->m->entities[i].name) == 0;
+            if (declared) continue;
+            columns cols;
+            if (table_columns(a, name, &cols) != 0) {
+                sqlite3_finalize(st);
+                return -1;
+            }
+            const column *id = find_column(&cols, "id");
+            if (id && id->pk && strcasecmp(id->type, "TEXT") == 0)
+                warn(a,
+                     "table \"%s\" is not in the manifest; left in place with its rows (entities "
+                     "are "
+                     "never dropped automatically)",
+                     name);
+            columns_free(&cols);
         }
-        const column *id = find_column(&cols, "id");
-        if (id && id->pk && strcasecmp(id->type, "TEXT") == 0)
-            warn(a,
-                 "table \"%s\" is not in the manifest; left in place with its rows (entities are "
-                 "never dropped automatically)",
-                 name);
-        columns_free(&cols);
-    }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return fail(a, "listing tables: %s", sqlite3_errmsg(a->db));
     return 0;
@@ -681,9 +690,12 @@ static json_t *text_json(const unsigned char *s, size_t n)
 static json_t *storage_json(sqlite3_stmt *st, int i)
 {
     switch (sqlite3_column_type(st, i)) {
-    case SQLITE_INTEGER: return json_integer((json_int_t)sqlite3_column_int64(st, i));
-    case SQLITE_FLOAT: return json_real(sqlite3_column_double(st, i));
-    case SQLITE_NULL: return json_null();
+    case SQLITE_INTEGER:
+        return json_integer((json_int_t)sqlite3_column_int64(st, i));
+    case SQLITE_FLOAT:
+        return json_real(sqlite3_column_double(st, i));
+    case SQLITE_NULL:
+        return json_null();
     case SQLITE_BLOB: {
         const void *b = sqlite3_column_blob(st, i);
         return text_json(b, (size_t)sqlite3_column_bytes(st, i));
@@ -739,12 +751,18 @@ oom:
 static const char *describe(const json_t *v, char *buf, size_t len)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_NULL: return "null";
-    case JSON_TRUE: return "true";
-    case JSON_FALSE: return "false";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_NULL:
+        return "null";
+    case JSON_TRUE:
+        return "true";
+    case JSON_FALSE:
+        return "false";
     case JSON_INTEGER:
         snprintf(buf, len, "%lld", (long long)json_integer_value(v));
         return buf;
@@ -758,12 +776,18 @@ static const char *describe(const json_t *v, char *buf, size_t len)
 static const char *expects(const pylon_field *f)
 {
     switch (f->type) {
-    case PYLON_FIELD_INT: return "an integer";
-    case PYLON_FIELD_FLOAT: return "a number";
-    case PYLON_FIELD_BOOL: return "true or false";
-    case PYLON_FIELD_DATETIME: return "a string (datetime)";
-    case PYLON_FIELD_ID: return "a string (id)";
-    default: return "a string";
+    case PYLON_FIELD_INT:
+        return "an integer";
+    case PYLON_FIELD_FLOAT:
+        return "a number";
+    case PYLON_FIELD_BOOL:
+        return "true or false";
+    case PYLON_FIELD_DATETIME:
+        return "a string (datetime)";
+    case PYLON_FIELD_ID:
+        return "a string (id)";
+    default:
+        return "a string";
     }
 }
 
@@ -784,8 +808,8 @@ int pylon_schema_check_value(const pylon_field *f, const json_t *v, char *err, s
     bool ok;
     if (!v || json_is_null(v)) {
         if (f->optional) return 0;
-        snprintf(err, errlen, "field \"%s\" is required: null is not allowed (expects %s)",
-                 f->name, expects(f));
+        snprintf(err, errlen, "field \"%s\" is required: null is not allowed (expects %s)", f->name,
+                 expects(f));
         return -1;
     }
     switch (f->type) {
@@ -794,9 +818,15 @@ int pylon_schema_check_value(const pylon_field *f, const json_t *v, char *err, s
         ok = json_is_integer(v) || (json_is_real(v) && integral(json_real_value(v), &ll));
         break;
     }
-    case PYLON_FIELD_FLOAT: ok = json_is_number(v); break;
-    case PYLON_FIELD_BOOL: ok = json_is_boolean(v); break;
-    default: ok = json_is_string(v); break;
+    case PYLON_FIELD_FLOAT:
+        ok = json_is_number(v);
+        break;
+    case PYLON_FIELD_BOOL:
+        ok = json_is_boolean(v);
+        break;
+    default:
+        ok = json_is_string(v);
+        break;
     }
     if (ok) return 0;
     snprintf(err, errlen, "field \"%s\" expects %s, got %s", f->name, expects(f),
@@ -822,8 +852,12 @@ int pylon_schema_bind_value(sqlite3_stmt *st, int idx, const pylon_field *f, con
             rc = sqlite3_bind_int64(st, idx, ll);
             break;
         }
-        case PYLON_FIELD_FLOAT: rc = sqlite3_bind_double(st, idx, json_number_value(v)); break;
-        case PYLON_FIELD_BOOL: rc = sqlite3_bind_int(st, idx, json_is_true(v) ? 1 : 0); break;
+        case PYLON_FIELD_FLOAT:
+            rc = sqlite3_bind_double(st, idx, json_number_value(v));
+            break;
+        case PYLON_FIELD_BOOL:
+            rc = sqlite3_bind_int(st, idx, json_is_true(v) ? 1 : 0);
+            break;
         default:
             rc = sqlite3_bind_text64(st, idx, json_string_value(v), json_string_length(v),
                                      SQLITE_TRANSIENT, SQLITE_UTF8);

@@ -73,6 +73,10 @@ typedef struct pylon_store_backend {
     bool (*find)(pylon_store_conn *c, const pylon_entity *e, const pylon_store_query *q,
                  json_t **rows, pylon_store_error *err);
     bool (*count)(pylon_store_conn *c, const pylon_entity *e, int64_t *n, pylon_store_error *err);
+    /* backend.md §3.5: {"count","sum","avg","min","max","countDistinct","groupBy","where"};
+     * *rows = array of result rows. */
+    bool (*aggregate)(pylon_store_conn *c, const pylon_entity *e, const json_t *spec,
+                      json_t **rows, pylon_store_error *err);
 
     /* Writes (writer). insert: `id` already decided by the caller; *row = the stored row.
      * update: *row = the row after the change, NULL (no error) when the id does not exist.

@@ -572,6 +572,204 @@ static bool sq_find(pylon_store_conn *c, const pylon_entity *e, const pylon_stor
     return true;
 }
 
+/* ---- aggregate (backend.md §3.5) ----------------------------------------------------------- */
+
+static bool numeric(const pylon_field *f)
+{
+    return f && (f->type == PYLON_FIELD_INT || f->type == PYLON_FIELD_FLOAT);
+}
+
+/* Appends "FN(col) AS "alias"" for each field of spec[key]; numeric-only functions refuse
+ * text columns. */
+static bool agg_list(const pylon_entity *e, const json_t *spec, const char *key, const char *fn,
+                     const char *prefix, bool need_number, sqlbuf *sql, bool *first,
+                     pylon_store_error *err)
+{
+    json_t *list = json_object_get(spec, key);
+    if (!list) return true;
+    if (!json_is_array(list))
+        return pylon_store_fail(err, 400, "INVALID_QUERY", "\"%s\" must be an array of field names",
+                                key);
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+    {
+        const char *name = json_string_value(v);
+        const pylon_field *f;
+        if (!name)
+            return pylon_store_fail(err, 400, "INVALID_QUERY", "\"%s\" holds field names", key);
+        if (!column_of(e, name, &f, err)) return false;
+        if (need_number && !numeric(f))
+            return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                    "%s needs a number field; \"%s\" is %s", key, name,
+                                    f ? f->type_text : "the id");
+        sb_cat(sql, *first ? "" : ", ");
+        sb_cat(sql, fn);
+        sb_cat(sql, "(");
+        if (strcmp(key, "countDistinct") == 0) sb_cat(sql, "DISTINCT ");
+        sb_ident(sql, name);
+        sb_cat(sql, ") AS \"");
+        sb_cat(sql, prefix);
+        sb_cat(sql, name);
+        sb_cat(sql, "\"");
+        *first = false;
+    }
+    return true;
+}
+
+static bool sq_aggregate(pylon_store_conn *c, const pylon_entity *e, const json_t *spec,
+                         json_t **rows, pylon_store_error *err)
+{
+    if (!json_is_object(spec))
+        return pylon_store_fail(err, 400, "INVALID_QUERY", "The body must be a JSON object");
+    static const char *const keys[] = {"count", "sum", "avg", "min", "max", "countDistinct",
+                                       "groupBy"};
+    bool any = false;
+    for (size_t i = 0; i < 7; i++) any = any || json_object_get(spec, keys[i]);
+    if (!any)
+        return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                "Ask for at least one of count, sum, avg, min, max, countDistinct "
+                                "or groupBy");
+    sqlbuf sql = {0}, group = {0};
+    binds b = {0};
+    bool first = true, ok = true;
+    sb_cat(&sql, "SELECT ");
+    /* Group columns first, so rows read naturally. */
+    json_t *gb = json_object_get(spec, "groupBy");
+    if (gb && !json_is_array(gb)) {
+        ok = pylon_store_fail(err, 400, "INVALID_QUERY", "groupBy must be an array");
+        goto out;
+    }
+    size_t i;
+    json_t *g;
+    json_array_foreach(gb, i, g)
+    {
+        const char *name = json_is_string(g) ? json_string_value(g)
+                                              : json_string_value(json_object_get(g, "field"));
+        const char *bucket = json_string_value(json_object_get(g, "bucket"));
+        const pylon_field *f;
+        if (!name) {
+            ok = pylon_store_fail(err, 400, "INVALID_QUERY",
+                                  "groupBy entries are field names or {\"field\",\"bucket\"}");
+            goto out;
+        }
+        if (!(ok = column_of(e, name, &f, err))) goto out;
+        char expr[200];
+        if (json_is_object(g)) {
+            static const char *const names[] = {"hour", "day", "week", "month", "year"};
+            static const char *const fmts[] = {"%Y-%m-%d %H:00:00", "%Y-%m-%d", "%Y-W%W", "%Y-%m",
+                                               "%Y"};
+            int k = -1;
+            for (int j = 0; bucket && j < 5; j++)
+                if (strcmp(bucket, names[j]) == 0) k = j;
+            if (k < 0) {
+                ok = pylon_store_fail(err, 400, "INVALID_QUERY",
+                                      "groupBy bucket must be hour, day, week, month or year");
+                goto out;
+            }
+            snprintf(expr, sizeof expr, "strftime('%s', \"%s\") AS \"%s_%s\"", fmts[k], name,
+                     name, names[k]);
+            sb_cat(&group, group.len ? ", " : "");
+            char ref[120];
+            snprintf(ref, sizeof ref, "\"%s_%s\"", name, names[k]);
+            sb_cat(&group, ref);
+        } else {
+            snprintf(expr, sizeof expr, "\"%s\"", name);
+            sb_cat(&group, group.len ? ", " : "");
+            sb_cat(&group, expr);
+        }
+        sb_cat(&sql, first ? "" : ", ");
+        sb_cat(&sql, expr);
+        first = false;
+    }
+    json_t *count = json_object_get(spec, "count");
+    if (count) {
+        const char *cf = json_string_value(count);
+        if (!cf) {
+            ok = pylon_store_fail(err, 400, "INVALID_QUERY", "count is \"*\" or a field name");
+            goto out;
+        }
+        sb_cat(&sql, first ? "" : ", ");
+        first = false;
+        if (strcmp(cf, "*") == 0) {
+            sb_cat(&sql, "COUNT(*) AS \"count\"");
+        } else {
+            const pylon_field *f;
+            if (!(ok = column_of(e, cf, &f, err))) goto out;
+            sb_cat(&sql, "COUNT(");
+            sb_ident(&sql, cf);
+            sb_cat(&sql, ") AS \"count_");
+            sb_cat(&sql, cf);
+            sb_cat(&sql, "\"");
+        }
+    }
+    if (!(ok = agg_list(e, spec, "sum", "SUM", "sum_", true, &sql, &first, err)) ||
+        !(ok = agg_list(e, spec, "avg", "AVG", "avg_", true, &sql, &first, err)) ||
+        !(ok = agg_list(e, spec, "min", "MIN", "min_", false, &sql, &first, err)) ||
+        !(ok = agg_list(e, spec, "max", "MAX", "max_", false, &sql, &first, err)) ||
+        !(ok = agg_list(e, spec, "countDistinct", "COUNT", "count_distinct_", false, &sql, &first,
+                        err)))
+        goto out;
+    sb_cat(&sql, " FROM ");
+    sb_ident(&sql, e->name);
+    sb_cat(&sql, " WHERE 1");
+    json_t *where = json_object_get(spec, "where");
+    if (where) {
+        if (!json_is_object(where)) {
+            ok = pylon_store_fail(err, 400, "INVALID_QUERY", "where must be an object");
+            goto out;
+        }
+        const char *key;
+        json_t *v;
+        json_object_foreach(where, key, v)
+        if (!(ok = compile_condition(e, key, v, &sql, &b, err))) goto out;
+    }
+    if (group.len) {
+        sb_cat(&sql, " GROUP BY ");
+        sb_cat(&sql, group.p);
+        sb_cat(&sql, " ORDER BY ");
+        sb_cat(&sql, group.p);
+    }
+    if (sql.oom || group.oom) {
+        ok = pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+        goto out;
+    }
+    sqlite3_stmt *st = prepare(c, sql.p, err);
+    if (!(ok = st != NULL)) goto out;
+    for (size_t k = 0; ok && k < b.n; k++) ok = bind_one(st, (int)k + 1, &b.items[k], err);
+    json_t *out = json_array();
+    int rc = SQLITE_DONE;
+    while (ok && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *row = json_object();
+        for (int col = 0; col < sqlite3_column_count(st); col++) {
+            json_t *v;
+            const pylon_field *f = pylon_entity_field(e, sqlite3_column_name(st, col));
+            switch (sqlite3_column_type(st, col)) {
+            case SQLITE_INTEGER: /* a grouped bool column stays a boolean (DECISIONS §2) */
+                v = f && f->type == PYLON_FIELD_BOOL ? json_boolean(sqlite3_column_int64(st, col))
+                                                     : json_integer(sqlite3_column_int64(st, col));
+                break;
+            case SQLITE_FLOAT: v = json_real(sqlite3_column_double(st, col)); break;
+            case SQLITE_NULL: v = json_null(); break;
+            default: v = json_string((const char *)sqlite3_column_text(st, col));
+            }
+            json_object_set_new(row, sqlite3_column_name(st, col), v ? v : json_null());
+        }
+        json_array_append_new(out, row);
+    }
+    sqlite3_reset(st);
+    if (ok && rc != SQLITE_DONE) ok = step_error(c, rc, "QUERY_FAILED", err);
+    if (ok)
+        *rows = out;
+    else
+        json_decref(out);
+out:
+    free(sql.p);
+    free(group.p);
+    binds_free(&b);
+    return ok;
+}
+
 static bool sq_count(pylon_store_conn *c, const pylon_entity *e, int64_t *n, pylon_store_error *err)
 {
     char sql[256];
@@ -792,6 +990,7 @@ const pylon_store_backend pylon_store_sqlite = {
     .get = sq_get,
     .find = sq_find,
     .count = sq_count,
+    .aggregate = sq_aggregate,
     .insert = sq_insert,
     .update = sq_update,
     .remove = sq_remove,
