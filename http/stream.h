@@ -38,6 +38,7 @@ typedef struct pylon_stream_open {
     const char *bearer;   /* token from Authorization: Bearer or the bearer.<t> subprotocol */
     const char *protocol; /* the subprotocol echoed to the client, or NULL */
     const char *shard_id; /* shard WS: from ?shard= or /shard/<id> */
+    void *ctx;            /* the handlers' ctx */
 } pylon_stream_open;
 
 typedef struct pylon_stream_handlers {
@@ -50,6 +51,7 @@ typedef struct pylon_stream_handlers {
     /* Loop thread: the connection is gone. Sends after this are dropped. */
     void (*on_close)(void *user, pylon_stream *s);
     pylon_backlog_policy backlog_policy;
+    void *ctx; /* handed to on_open (e.g. the auth service that resolves the token) */
 } pylon_stream_handlers;
 
 void pylon_stream_retain(pylon_stream *s);

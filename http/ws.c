@@ -688,7 +688,8 @@ void pylon_stream_begin(pylon_conn *c, pylon_http_exchange *ex, pylon_stream_kin
                               .req = req,
                               .bearer = token[0] ? token : NULL,
                               .protocol = proto_echo[0] ? proto_echo : NULL,
-                              .shard_id = shard[0] ? shard : NULL};
+                              .shard_id = shard[0] ? shard : NULL,
+                              .ctx = s->h ? s->h->ctx : NULL};
     if (s->h && s->h->on_open)
         s->user = s->h->on_open(s, &info);
     else

@@ -3,6 +3,9 @@
 // happens before the server touches the disk or a port.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 
 import { ADMIN_TOKEN, SERVE_ENV, freePortBlock, runPylon } from './lib/server.mjs';
@@ -89,6 +92,26 @@ describe('bad values name the variable and the expected form', { timeout: 30000 
     await expectRefusal(['serve'], env({ PYLON_COOKIE_SAMESITE: 'loose' }), 'PYLON_COOKIE_SAMESITE', '"loose"', 'strict');
     await expectRefusal(['serve'], env({ PYLON_COOKIE_SECURE: 'maybe' }), 'PYLON_COOKIE_SECURE', '"maybe"');
     await expectRefusal(['serve'], env({ PYLON_WS_URL: 'http://example.com' }), 'PYLON_WS_URL', 'wss://');
+  });
+
+  it('an invalid manifest stops the start with the exact place and cause', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pylon-manifest-'));
+    try {
+      const file = path.join(dir, 'bad.json');
+      fs.writeFileSync(file, JSON.stringify({
+        manifest_version: 1, name: 'x', version: '1', routes: [],
+        entities: [{ name: 'Todo', indexes: [], fields: [{ name: 'title', type: 'strng', optional: false, unique: false }] }],
+      }));
+      const port = await freePortBlock();
+      const r = await runPylon(['serve'], { env: { ...SERVE_ENV, PYLON_PORT: port, PYLON_MANIFEST: file } });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /entities\[0\]\.fields\[0\]\.type: unknown type "strng"/);
+      const missing = await runPylon(['serve'], { env: { ...SERVE_ENV, PYLON_PORT: port, PYLON_MANIFEST: path.join(dir, 'nope.json') } });
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /PYLON_MANIFEST/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('bad values are refused by `pylon dev` too', async () => {

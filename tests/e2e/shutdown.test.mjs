@@ -7,7 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 
-import { RawConn, rawGet, sleep } from './lib/http.mjs';
+import WebSocket from 'ws';
+
+import { RawConn, rawGet, request, sleep } from './lib/http.mjs';
 import { startPylon } from './lib/server.mjs';
 
 /** Tries a new connection + request: 'refused', 'closed' (no answer) or 'answered'. */
@@ -100,6 +102,24 @@ describe('graceful shutdown on SIGTERM', { timeout: 30000 }, () => {
     assert.ok(fs.existsSync(db), `${db} exists`);
     const wal = `${db}-wal`;
     if (fs.existsSync(wal)) assert.equal(fs.statSync(wal).size, 0, 'the -wal file is empty');
+  });
+
+  it('an open WebSocket gets a normal close frame (1001 going away), then the exit is 0', async () => {
+    const srv = await startPylon({ args: ['dev'] });
+    servers.push(srv);
+    const g = await request(srv.port, { method: 'POST', path: '/api/auth/guest' });
+    assert.equal(g.status, 201, g.body);
+    const ws = new WebSocket(`ws://127.0.0.1:${srv.port + 1}/`, [`bearer.${g.json.token}`]);
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    const closed = new Promise((r) => ws.once('close', (code, reason) => r({ code, reason: reason.toString() })));
+    srv.signal('SIGTERM');
+    const { code, reason } = await closed;
+    assert.equal(code, 1001);
+    assert.equal(reason, 'server shutting down');
+    assert.equal(await srv.exited, 0);
   });
 
   it('SIGTERM with nothing in flight exits 0 promptly', async () => {

@@ -16,6 +16,13 @@ import { startPylon } from './lib/server.mjs';
 const UNAUTHORIZED = 'unauthorized: bearer token required';
 
 /** Runs a WebSocket session to its end: resolves with what happened once 'close' fires. */
+/** The admin token `pylon dev` generated and printed once. */
+function adminToken(srv) {
+  const m = /admin token \(generated, shown once\): ([0-9a-f]{64})/.exec(srv.stderr);
+  assert.ok(m, srv.stderr);
+  return m[1];
+}
+
 function wsSession(url, protocols, options = {}, timeoutMs = 5000) {
   return new Promise((resolve) => {
     const ws = new WebSocket(url, protocols, { handshakeTimeout: 3000, ...options });
@@ -215,6 +222,32 @@ describe('sync WebSocket', { timeout: 40000 }, () => {
     const res = await c.readResponse();
     assert.equal(res.status, 400);
     assert.equal(res.json.error.code, 'BAD_REQUEST');
+  });
+
+  it('a session token (guest) keeps the socket open, over the sync port and /ws', async () => {
+    const g = await request(srv.port, { method: 'POST', path: '/api/auth/guest' });
+    assert.equal(g.status, 201, g.body);
+    const token = g.json.token;
+    for (const url of [`ws://127.0.0.1:${srv.port + 1}/`, `ws://127.0.0.1:${srv.port}/ws`]) {
+      const ws = new WebSocket(url, [`bearer.${encodeURIComponent(token)}`]);
+      await new Promise((resolve, reject) => {
+        ws.once('open', resolve);
+        ws.once('error', reject);
+      });
+      assert.equal(ws.protocol, `bearer.${encodeURIComponent(token)}`);
+      const closed = await Promise.race([
+        new Promise((r) => ws.once('close', () => r(true))),
+        new Promise((r) => setTimeout(() => r(false), 500)),
+      ]);
+      assert.equal(closed, false, 'an authenticated socket stays open');
+      ws.close(1000);
+    }
+  });
+
+  it('the admin token is not a session: WebSockets take session tokens only (1008)', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${srv.port + 1}/`, { headers: { authorization: `Bearer ${adminToken(srv)}` } });
+    const code = await new Promise((r) => ws.once('close', (c) => r(c)));
+    assert.equal(code, 1008);
   });
 
   it('the server is still healthy after all that', async () => {

@@ -222,6 +222,8 @@ static int serve(const pylon_config *cfg)
                              .rate_window_s = cfg->rate_window_s,
                              .trust_proxy_hops = cfg->trust_proxy_hops};
     guard = pylon_guard_new(&gc);
+    pylon_streams streams;
+    pylon_streams_init(&streams, auth);
     pylon_http_server_options so = {
         .host = cfg->host,
         .port = cfg->port,
@@ -241,9 +243,9 @@ static int serve(const pylon_config *cfg)
         .trust_proxy_hops = cfg->trust_proxy_hops,
         .router = router,
         .guard = guard,
-        .streams = {[PYLON_STREAM_SYNC_WS] = &pylon_sync_ws_endpoint,
-                    [PYLON_STREAM_SSE] = &pylon_sse_endpoint,
-                    [PYLON_STREAM_SHARD_WS] = &pylon_shard_ws_endpoint}};
+        .streams = {[PYLON_STREAM_SYNC_WS] = &streams.sync_ws,
+                    [PYLON_STREAM_SSE] = &streams.sse,
+                    [PYLON_STREAM_SHARD_WS] = &streams.shard_ws}};
     if (!guard || !(srv = pylon_http_server_start(&so, err, sizeof err))) {
         pylon_log_error("pylon", "%s", guard ? err : "out of memory");
         goto out;

@@ -5,8 +5,9 @@
 
 static void *sync_open(pylon_stream *s, const pylon_stream_open *info)
 {
-    (void)info;
-    pylon_stream_close(s, 1008, "unauthorized: bearer token required");
+    pylon_auth_result who;
+    pylon_auth_resolve_session(info->ctx, info->bearer, &who);
+    if (!who.id.user_id) pylon_stream_close(s, 1008, "unauthorized: bearer token required");
     return NULL;
 }
 
@@ -24,9 +25,11 @@ static void *shard_open(pylon_stream *s, const pylon_stream_open *info)
     return NULL;
 }
 
-const pylon_stream_handlers pylon_sync_ws_endpoint = {.on_open = sync_open,
-                                                      .backlog_policy = PYLON_BACKLOG_CLOSE};
-const pylon_stream_handlers pylon_sse_endpoint = {.on_open = sse_open,
-                                                  .backlog_policy = PYLON_BACKLOG_CLOSE};
-const pylon_stream_handlers pylon_shard_ws_endpoint = {.on_open = shard_open,
-                                                       .backlog_policy = PYLON_BACKLOG_SKIP};
+void pylon_streams_init(pylon_streams *s, pylon_auth *auth)
+{
+    s->sync_ws = (pylon_stream_handlers){
+        .on_open = sync_open, .backlog_policy = PYLON_BACKLOG_CLOSE, .ctx = auth};
+    s->sse = (pylon_stream_handlers){.on_open = sse_open, .backlog_policy = PYLON_BACKLOG_CLOSE};
+    s->shard_ws =
+        (pylon_stream_handlers){.on_open = shard_open, .backlog_policy = PYLON_BACKLOG_SKIP};
+}

@@ -44,9 +44,15 @@ process.on('exit', () => {
 
 const reserved = new Set(); // base ports handed out by this process
 
-/** The environment a child gets: ours without PYLON_*, plus `extra` (undefined values drop). */
+/** A manifest with no entities: `pylon serve` refuses to start without a manifest. */
+export const EMPTY_MANIFEST = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', 'manifests', 'empty.json');
+
+/**
+ * The environment a child gets: ours without PYLON_*, plus `extra` (undefined values drop).
+ * PYLON_MANIFEST defaults to an empty manifest unless the test sets it (or unsets it with null).
+ */
 export function childEnv(extra = {}) {
-  const env = {};
+  const env = { PYLON_MANIFEST: EMPTY_MANIFEST };
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PYLON_')) env[k] = v;
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined || v === null) delete env[k];
