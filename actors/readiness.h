@@ -1,13 +1,17 @@
 /*
- * readiness.h — the database check behind /readyz, and the flush at shutdown.
+ * readiness.h — /readyz: does the database answer, now?
  *
- * Owns: one SQLite connection pair on PYLON_DB_PATH (a writer and a reader, WAL mode), used
- * only to prove the database answers. It runs as an actor because SQLite calls block and must
- * never run on an I/O loop. When the persistence actor lands it takes this role over.
+ * Owns: the readiness probes. Each GET /readyz sends one empty transaction through the
+ * persistence actor (the writer) and a SELECT 1 through the read pool, and answers 200
+ * {"status":"ready"} when both come back within 1 s, else 503 {"status":"unavailable",
+ * "reason":…}. A probe goes through the same queues as real work, so a stuck writer makes the
+ * instance unready (DECISIONS.md §1). While draining it answers 503 at once.
  */
 #ifndef PYLON_ACTORS_READINESS_H
 #define PYLON_ACTORS_READINESS_H
 
+#include "actors/persistence.h"
+#include "actors/readers.h"
 #include "engine/actor.h"
 #include "engine/runtime.h"
 
@@ -16,14 +20,13 @@
 
 typedef struct pylon_readiness pylon_readiness;
 
-/* Opens (creating if needed) the database in WAL mode. NULL with a reason in `err`. */
-pylon_readiness *pylon_readiness_start(pylon_runtime *rt, const char *db_path, char *err,
-                                       size_t errlen);
+pylon_readiness *pylon_readiness_start(pylon_runtime *rt, pylon_persistence *writer,
+                                       pylon_readers *readers);
 /* The actor that answers /readyz route messages (pylon_http_msg). */
 pylon_actor *pylon_readiness_actor(pylon_readiness *r);
-/* Marks the server as draining: /readyz answers 503 from now on. */
+/* From now on /readyz answers 503 (shutdown step 1). */
 void pylon_readiness_set_draining(pylon_readiness *r);
-/* Checkpoints the WAL (TRUNCATE) and closes the database; blocks until done. */
+/* Before the writer and readers stop: pending probes are answered 503. */
 void pylon_readiness_stop(pylon_readiness *r);
 
 #endif

@@ -102,29 +102,33 @@ static void warn(apply *a, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Runs one planned statement and records it: {op, table, sql} in the plan, `line` in the
- * summary. `sql` is sqlite3_malloc'd and freed here; `hint` is added to the error. */
-static int run_op(apply *a, const char *op, const char *table, const char *line, char *sql,
-                  const char *hint)
+static int run_op_inner(apply *a, const char *op, const char *table, const char *line,
+                        const char *sql, const char *hint)
 {
-    if (!sql) return fail(a, "out of memory");
+    if (!sql || !line) return fail(a, "out of memory");
     char *emsg = NULL;
     int rc = sqlite3_exec(a->db, sql, NULL, NULL, &emsg);
     if (rc != SQLITE_OK) {
         fail(a, "%s failed: %s%s%s [%s]", op, emsg ? emsg : sqlite3_errstr(rc), hint ? "; " : "",
              hint ? hint : "", sql);
         sqlite3_free(emsg);
-        sqlite3_free(sql);
         return -1;
     }
     json_t *o = json_pack("{s:s, s:s, s:s}", "op", op, "table", table, "sql", sql);
-    if (!o || json_array_append_new(a->plan, o) != 0) {
-        sqlite3_free(sql);
-        return fail(a, "out of memory");
-    }
+    if (!o || json_array_append_new(a->plan, o) != 0) return fail(a, "out of memory");
     fprintf(a->lines, "%s\n", line);
-    sqlite3_free(sql);
     return 0;
+}
+
+/* Runs one planned statement and records it: {op, table, sql} in the plan, `line` in the
+ * summary. `sql` and `line` are sqlite3_malloc'd and freed here; `hint` is added to the error. */
+static int run_op(apply *a, const char *op, const char *table, char *line, char *sql,
+                  const char *hint)
+{
+    int rc = run_op_inner(a, op, table, line, sql, hint);
+    sqlite3_free(line);
+    sqlite3_free(sql);
+    return rc;
 }
 
 /* ---- introspection -------------------------------------------------------------------------- */
@@ -335,10 +339,10 @@ static int ensure_index(apply *a, const pylon_entity *e, const char *sqlname,
     for (size_t i = 0; i < ncols; i++)
         sqlite3_str_appendf(s, "%s\"%w\"", i ? ", " : "", cols[i]);
     sqlite3_str_appendall(s, ")");
-    char detail[1100];
-    snprintf(detail, sizeof detail, "on \"%s\" (%s)%s", e->name, want, unique ? " unique" : "");
-    return run_op(a, "create index", sqlname, detail, sqlite3_str_finish(s),
-                  unique ? "existing rows hold duplicate values" : NULL);
+    return run_op(a, "create index", e->name,
+                  sqlite3_mprintf("create index \"%s\" on \"%s\" (%s)%s", sqlname, e->name, want,
+                                  unique ? " unique" : ""),
+                  sqlite3_str_finish(s), unique ? "existing rows hold duplicate values" : NULL);
 }
 
 /* A unique field whose column has no unique index gets one (ALTER TABLE cannot add UNIQUE). */
@@ -349,17 +353,17 @@ static int ensure_unique(apply *a, const pylon_entity *e, const pylon_field *f)
     if (has) return 0;
     char *name = sqlite3_mprintf("_pylon_unique_%s_%s", e->name, f->name);
     if (!name) return fail(a, "out of memory");
-    char detail[512];
-    snprintf(detail, sizeof detail, "on \"%s\" (%s) unique", e->name, f->name);
     char hint[512];
     snprintf(hint, sizeof hint,
              "cannot make %s.%s unique: existing rows hold duplicate values (remove them, or "
              "drop unique from the field)",
              e->name, f->name);
-    int rc = run_op(a, "create index", name, detail,
-                    sqlite3_mprintf("CREATE UNIQUE INDEX IF NOT EXISTS \"%w\" ON \"%w\" (\"%w\")",
-                                    name, e->name, f->name),
-                    hint);
+    int rc =
+        run_op(a, "create index", e->name,
+               sqlite3_mprintf("create index \"%s\" on \"%s\" (%s) unique", name, e->name, f->name),
+               sqlite3_mprintf("CREATE UNIQUE INDEX IF NOT EXISTS \"%w\" ON \"%w\" (\"%w\")", name,
+                               e->name, f->name),
+               hint);
     sqlite3_free(name);
     return rc;
 }
@@ -415,9 +419,10 @@ static int apply_entity(apply *a, const pylon_entity *e)
     if (table_columns(a, e->name, &cols) != 0) return -1;
     int rc = 0;
     if (cols.n == 0) {
-        char detail[64];
-        snprintf(detail, sizeof detail, "(%zu columns)", e->nfields + 1);
-        rc = run_op(a, "create table", e->name, detail, create_table_sql(e), NULL);
+        rc = run_op(
+            a, "create table", e->name,
+            sqlite3_mprintf("create table \"%s\" (%d columns)", e->name, (int)e->nfields + 1),
+            create_table_sql(e), NULL);
     } else {
         const column *id = find_column(&cols, "id");
         if (!id || !id->pk)
@@ -430,9 +435,8 @@ static int apply_entity(apply *a, const pylon_entity *e)
             const column *c = find_column(&cols, f->name);
             const char *want = pylon_schema_sql_type(f->type);
             if (!c) {
-                char detail[64];
-                snprintf(detail, sizeof detail, "column \"%s\" %s", f->name, want);
-                rc = run_op(a, "add column", e->name, detail,
+                rc = run_op(a, "add column", e->name,
+                            sqlite3_mprintf("add column \"%s\".\"%s\" %s", e->name, f->name, want),
                             sqlite3_mprintf("ALTER TABLE \"%w\" ADD COLUMN \"%w\" %s", e->name,
                                             f->name, want),
                             NULL);

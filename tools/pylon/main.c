@@ -189,9 +189,8 @@ static int serve(const pylon_config *cfg)
                            .readers = readers,
                            .auth = auth,
                            .reset_allowed = cfg->dev && strcmp(cfg->db_path, ":memory:") == 0};
-    ready = pylon_readiness_start(rt, cfg->db_path, err, sizeof err);
-    if (!ready) {
-        pylon_log_error("pylon", "%s", err);
+    if (!(ready = pylon_readiness_start(rt, writer, readers))) {
+        pylon_log_error("pylon", "cannot start the readiness probe (out of memory)");
         goto out;
     }
     if (!pylon_data_routes(router, &data) || !pylon_auth_routes(router, auth)) {
@@ -270,10 +269,10 @@ out:
     /* Nothing reaches the actors once the server is down: stop them, the writer last so it
      * commits what is queued and checkpoints the WAL. */
     pylon_http_server_destroy(srv);
+    pylon_readiness_stop(ready);
     pylon_auth_stop(auth);
     pylon_readers_stop(readers);
     pylon_persistence_stop(writer);
-    pylon_readiness_stop(ready);
     if (rc == 0) pylon_log_info("pylon", "database flushed; bye");
     pylon_router_free(router);
     pylon_guard_free(guard);
