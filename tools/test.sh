@@ -36,7 +36,7 @@ run_suite() {
 
 run_suite "release" build-test "-DCMAKE_BUILD_TYPE=Release" "-j1"
 run_suite "tsan (engine, http)" build-tsan "-DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYLON_SANITIZER=thread -DPYLON_BUILD_BENCH=OFF" "-j1 -L engine|http"
-run_suite "asan+ubsan (unit)" build-asan "-DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYLON_SANITIZER=address -DPYLON_BUILD_BENCH=OFF" "-j1 -L unit"
+run_suite "asan+ubsan (unit)" build-asan "-DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYLON_SANITIZER=address -DPYLON_BUILD_BENCH=OFF" "-j1 -L unit|actors"
 
 echo
 echo "=== summary"
