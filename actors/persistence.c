@@ -21,6 +21,7 @@ struct pylon_persistence {
     size_t nchanges, changes_cap;
     _Atomic uint64_t txns, reqs;
     _Atomic int64_t head_seq; /* last change-log seq committed */
+    int64_t trimmed_upto;     /* retention: change-log rows up to here are gone */
     pthread_mutex_t lock; /* with cond: on_stop reports the final flush */
     pthread_cond_t cond;
     bool stopped;
@@ -89,6 +90,11 @@ static bool run_op(pylon_persistence *p, pylon_write_req *req, pylon_write_op *o
 {
     const pylon_store_backend *b = p->o.backend;
     pylon_store_conn *c = p->conn;
+    if (op->op_id) { /* sync push: an op applied before is acknowledged, not repeated */
+        bool seen = false;
+        if (!b->op_seen(c, op->op_id, &seen, &op->err)) return false;
+        if (seen) return op->deduped = true;
+    }
     if (op->kind == PYLON_CHANGE_INSERT) {
         if (!b->insert(c, op->entity, op->id, op->data, &op->row, &op->err)) return false;
         return note_change(p, op, NULL);
@@ -99,6 +105,13 @@ static bool run_op(pylon_persistence *p, pylon_write_req *req, pylon_write_op *o
         return pylon_store_fail(&op->err, 404, "NOT_FOUND", "%s with id \"%s\" not found",
                                 op->entity->name, op->id);
     bool allowed = !req->authorize || req->authorize(req, op, existing, &op->err);
+    if (allowed && op->kind == PYLON_CHANGE_DELETE) {
+        /* The change log keeps the deleted row (never sent: delete events carry no data), so
+         * read policies can decide who may see the delete. */
+        json_decref(op->row);
+        op->row = existing;
+        existing = NULL;
+    }
     json_decref(existing);
     if (!allowed) return false;
     if (op->kind == PYLON_CHANGE_UPDATE) {
@@ -157,6 +170,7 @@ static void run_request(pylon_persistence *p, pylon_write_req *req)
         } else {
             b->savepoint_rollback(p->conn);
             while (p->nchanges > mark) json_decref(p->changes[--p->nchanges].fields);
+            if (req->stop_on_error) return; /* the rest stay not run: ok false, no error */
         }
     }
 }
@@ -183,8 +197,19 @@ static void commit_staged(pylon_persistence *p)
             }
     }
     if (committed && p->nchanges) {
-        atomic_store_explicit(&p->head_seq, p->changes[p->nchanges - 1].seq, memory_order_relaxed);
+        int64_t head = p->changes[p->nchanges - 1].seq;
+        atomic_store_explicit(&p->head_seq, head, memory_order_relaxed);
         if (p->o.on_changes) p->o.on_changes(p->o.listener_ctx, p->changes, p->nchanges);
+        /* Retention, in its own small transaction now and then (every ~1% of the window). */
+        if (head - p->trimmed_upto > p->o.retain + p->o.retain / 100 + 1) {
+            pylon_store_error terr;
+            int64_t upto = head - p->o.retain;
+            if (b->begin(p->conn, &terr) && b->trim_changes(p->conn, upto, &terr) &&
+                b->commit(p->conn, &terr))
+                p->trimmed_upto = upto;
+            else
+                pylon_log_warn("db", "change-log retention failed: %s", terr.message);
+        }
     }
     for (size_t i = 0; i < p->nchanges; i++) json_decref(p->changes[i].fields);
     p->nchanges = 0;
@@ -260,6 +285,7 @@ pylon_persistence *pylon_persistence_start(pylon_runtime *rt, const pylon_persis
     }
     p->o = *o;
     if (!p->o.queue_max) p->o.queue_max = 10000;
+    if (p->o.retain <= 0) p->o.retain = 100000;
     p->conn = o->backend->open(o->target, true, o->manifest, err);
     if (!p->conn) {
         free(p);

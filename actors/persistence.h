@@ -35,6 +35,7 @@ typedef struct pylon_write_op {
     json_t *row;     /* the row after the change (insert, update); owned */
     pylon_store_error err;
     int64_t seq;     /* change-log seq */
+    bool deduped;    /* its op_id was already applied: nothing done, counts as applied */
 } pylon_write_op;
 
 struct pylon_write_req {
@@ -42,6 +43,7 @@ struct pylon_write_req {
     pylon_write_op *ops; /* owned */
     size_t nops;
     bool atomic;
+    bool stop_on_error; /* non-atomic: ops after the first failure are not run (sync push) */
     bool reset; /* no ops: empty every entity table and the change log (dev test reset) */
     /* Called inside the transaction before an update or delete, with the stored row: the
      * policy check of the data API. NULL: allowed. False with *err set: the op fails. */
@@ -62,6 +64,7 @@ typedef struct pylon_persistence_options {
     const char *target; /* SQLite path */
     const pylon_manifest *manifest;
     unsigned queue_max; /* pylon_persistence_busy() beyond this many queued requests */
+    int64_t retain;     /* change-log events kept (PYLON_CHANGELOG_RETAIN); 0 = 100000 */
     pylon_change_listener on_changes;
     void *listener_ctx;
 } pylon_persistence_options;

@@ -88,8 +88,18 @@ typedef struct pylon_store_backend {
     bool (*remove)(pylon_store_conn *c, const pylon_entity *e, const char *id, bool *found,
                    pylon_store_error *err);
 
-    /* The change log (writer): appends and sets ch->seq. */
+    /* The change log (writer): appends and sets ch->seq; a change with an op_id also records
+     * the op id (sync push dedup), in the same transaction. */
     bool (*log_change)(pylon_store_conn *c, pylon_change *ch, pylon_store_error *err);
+    /* Whether a sync push op id was already applied. */
+    bool (*op_seen)(pylon_store_conn *c, const char *op_id, bool *seen, pylon_store_error *err);
+    /* Retention: drops change-log rows (and op ids) with seq <= upto. */
+    bool (*trim_changes)(pylon_store_conn *c, int64_t upto, pylon_store_error *err);
+    /* Change-log rows with seq > since, ascending, at most `limit`; *oldest = the oldest
+     * retained seq (0 when the log is empty). Each row: {seq, entity, row_id, kind, fields,
+     * data, ts}. */
+    bool (*changes_since)(pylon_store_conn *c, int64_t since, int64_t limit, json_t **rows,
+                          int64_t *oldest, pylon_store_error *err);
     /* Highest seq written so far (0 when none). */
     bool (*head_seq)(pylon_store_conn *c, int64_t *seq, pylon_store_error *err);
 

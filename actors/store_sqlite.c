@@ -938,6 +938,86 @@ static bool sq_log_change(pylon_store_conn *c, pylon_change *ch, pylon_store_err
     sqlite3_clear_bindings(st);
     if (rc != SQLITE_DONE) return step_error(c, rc, "INSERT_FAILED", err);
     ch->seq = sqlite3_last_insert_rowid(c->db);
+    if (ch->op_id) {
+        st = prepare(c, "INSERT OR IGNORE INTO _pylon_op_ids (op_id, seq, ts) VALUES (?, ?, ?)",
+                     err);
+        if (!st) return false;
+        sqlite3_bind_text(st, 1, ch->op_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, ch->seq);
+        sqlite3_bind_int64(st, 3, ch->ts_ms);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (rc != SQLITE_DONE) return step_error(c, rc, "INSERT_FAILED", err);
+    }
+    return true;
+}
+
+static bool sq_op_seen(pylon_store_conn *c, const char *op_id, bool *seen, pylon_store_error *err)
+{
+    sqlite3_stmt *st = prepare(c, "SELECT 1 FROM _pylon_op_ids WHERE op_id = ?", err);
+    if (!st) return false;
+    sqlite3_bind_text(st, 1, op_id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    *seen = rc == SQLITE_ROW;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE || step_error(c, rc, "QUERY_FAILED", err);
+}
+
+static bool sq_trim_changes(pylon_store_conn *c, int64_t upto, pylon_store_error *err)
+{
+    static const char *const sql[] = {"DELETE FROM _pylon_changes WHERE seq <= ?",
+                                      "DELETE FROM _pylon_op_ids WHERE seq <= ?"};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *st = prepare(c, sql[i], err);
+        if (!st) return false;
+        sqlite3_bind_int64(st, 1, upto);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) return step_error(c, rc, "DELETE_FAILED", err);
+    }
+    return true;
+}
+
+static bool sq_changes_since(pylon_store_conn *c, int64_t since, int64_t limit, json_t **rows,
+                             int64_t *oldest, pylon_store_error *err)
+{
+    sqlite3_stmt *st = prepare(c, "SELECT MIN(seq) FROM _pylon_changes", err);
+    if (!st) return false;
+    int rc = sqlite3_step(st);
+    *oldest = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW) return step_error(c, rc, "QUERY_FAILED", err);
+    st = prepare(c,
+                 "SELECT seq, entity, row_id, kind, fields, data, ts FROM _pylon_changes "
+                 "WHERE seq > ? ORDER BY seq LIMIT ?",
+                 err);
+    if (!st) return false;
+    sqlite3_bind_int64(st, 1, since);
+    sqlite3_bind_int64(st, 2, limit);
+    json_t *out = json_array();
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *fields = (const char *)sqlite3_column_text(st, 4);
+        const char *data = (const char *)sqlite3_column_text(st, 5);
+        json_t *row = json_pack("{s:I,s:s,s:s,s:s,s:o,s:o,s:I}", "seq",
+                                (json_int_t)sqlite3_column_int64(st, 0), "entity",
+                                (const char *)sqlite3_column_text(st, 1), "row_id",
+                                (const char *)sqlite3_column_text(st, 2), "kind",
+                                (const char *)sqlite3_column_text(st, 3), "fields",
+                                fields ? json_loads(fields, 0, NULL) : json_null(), "data",
+                                data ? json_loads(data, 0, NULL) : json_null(), "ts",
+                                (json_int_t)sqlite3_column_int64(st, 6));
+        if (!row || json_array_append_new(out, row) != 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(out);
+        return step_error(c, rc, "QUERY_FAILED", err);
+    }
+    *rows = out;
     return true;
 }
 
@@ -995,6 +1075,9 @@ const pylon_store_backend pylon_store_sqlite = {
     .update = sq_update,
     .remove = sq_remove,
     .log_change = sq_log_change,
+    .op_seen = sq_op_seen,
+    .trim_changes = sq_trim_changes,
+    .changes_since = sq_changes_since,
     .head_seq = sq_head_seq,
     .reset = sq_reset,
     .ping = sq_ping,

@@ -106,6 +106,8 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     if (!pylon_env_int("PYLON_DRAIN_SECS", 30, 0, 3600, &v, &e)) goto bad;
     cfg->drain_secs = (unsigned)v;
 
+    if (!pylon_env_int("PYLON_CHANGELOG_RETAIN", 100000, 1, 1000000000, &v, &e)) goto bad;
+    cfg->changelog_retain = v;
     if (!pylon_env_int("PYLON_IO_THREADS", 1, 1, 64, &v, &e)) goto bad;
     cfg->io_threads = (unsigned)v;
     /* The original's quirk kept on purpose: the generous limit applies in dev. */

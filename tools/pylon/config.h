@@ -31,6 +31,7 @@ typedef struct pylon_config {
     unsigned workers;
     unsigned read_pool;
     unsigned drain_secs;
+    int64_t changelog_retain; /* PYLON_CHANGELOG_RETAIN */
     unsigned io_threads;
     unsigned rate_max, rate_window_s; /* per client IP; 0 = unlimited */
     unsigned trust_proxy_hops;

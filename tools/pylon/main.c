@@ -22,6 +22,8 @@
 #include "http/guard.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "sync/hub.h"
+#include "sync/sync_api.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -138,6 +140,7 @@ static int serve(const pylon_config *cfg)
     pylon_persistence *writer = NULL;
     pylon_readers *readers = NULL;
     pylon_auth *auth = NULL;
+    pylon_hub *hub = NULL;
     pylon_store_error serr = {0};
 
     /* The manifest: an invalid one stops the start with every problem and where it is. */
@@ -160,16 +163,6 @@ static int serve(const pylon_config *cfg)
         pylon_log_error("pylon", "PYLON_MANIFEST=%s: %s", cfg->manifest, err);
         goto out;
     }
-    pylon_persistence_options po = {.backend = &pylon_store_sqlite,
-                                    .target = cfg->db_path,
-                                    .manifest = manifest,
-                                    .queue_max = 20000};
-    if (!(writer = pylon_persistence_start(rt, &po, &serr)) ||
-        !(readers = pylon_readers_start(rt, &pylon_store_sqlite, cfg->db_path, manifest,
-                                        cfg->read_pool, &serr))) {
-        pylon_log_error("pylon", "database PYLON_DB_PATH=%s: %s", cfg->db_path, serr.message);
-        goto out;
-    }
     pylon_auth_options ao = {.session_db = cfg->session_db,
                              .admin_token = cfg->admin_token,
                              .dev = cfg->dev,
@@ -183,6 +176,23 @@ static int serve(const pylon_config *cfg)
         pylon_log_error("pylon", "%s", err);
         goto out;
     }
+    if (!(hub = pylon_hub_start(rt, manifest, policies, auth))) {
+        pylon_log_error("pylon", "cannot start the sync hub (out of memory)");
+        goto out;
+    }
+    pylon_persistence_options po = {.backend = &pylon_store_sqlite,
+                                    .target = cfg->db_path,
+                                    .manifest = manifest,
+                                    .queue_max = 20000,
+                                    .retain = cfg->changelog_retain,
+                                    .on_changes = pylon_hub_on_changes,
+                                    .listener_ctx = hub};
+    if (!(writer = pylon_persistence_start(rt, &po, &serr)) ||
+        !(readers = pylon_readers_start(rt, &pylon_store_sqlite, cfg->db_path, manifest,
+                                        cfg->read_pool, &serr))) {
+        pylon_log_error("pylon", "database PYLON_DB_PATH=%s: %s", cfg->db_path, serr.message);
+        goto out;
+    }
     pylon_data_api data = {.m = manifest,
                            .policies = policies,
                            .writer = writer,
@@ -193,7 +203,8 @@ static int serve(const pylon_config *cfg)
         pylon_log_error("pylon", "cannot start the readiness probe (out of memory)");
         goto out;
     }
-    if (!pylon_data_routes(router, &data) || !pylon_auth_routes(router, auth)) {
+    if (!pylon_data_routes(router, &data) || !pylon_auth_routes(router, auth) ||
+        !pylon_sync_routes(router, &data)) {
         pylon_log_error("pylon", "cannot build the routes (out of memory)");
         goto out;
     }
@@ -222,7 +233,9 @@ static int serve(const pylon_config *cfg)
                              .trust_proxy_hops = cfg->trust_proxy_hops};
     guard = pylon_guard_new(&gc);
     pylon_streams streams;
-    pylon_streams_init(&streams, auth);
+    pylon_streams_init(&streams);
+    pylon_hub_ws_handlers(hub, &streams.sync_ws);
+    pylon_hub_sse_handlers(hub, &streams.sse);
     pylon_http_server_options so = {
         .host = cfg->host,
         .port = cfg->port,
@@ -272,7 +285,8 @@ out:
     pylon_readiness_stop(ready);
     pylon_auth_stop(auth);
     pylon_readers_stop(readers);
-    pylon_persistence_stop(writer);
+    pylon_persistence_stop(writer); /* its last commit still reaches the hub */
+    pylon_hub_stop(hub);
     if (rc == 0) pylon_log_info("pylon", "database flushed; bye");
     pylon_router_free(router);
     pylon_guard_free(guard);

@@ -1,0 +1,322 @@
+/* hub.c — see hub.h. */
+#include "sync/hub.h"
+
+#include "engine/log.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MSG_REGISTER = 1, MSG_UNREGISTER, MSG_CHANGES, MSG_RELAY };
+
+typedef struct session {
+    pylon_stream *stream;
+    pylon_hub *hub;
+    uint64_t client_id; /* protocol.md §2.2 (c): the connection counter */
+    bool sse;
+    bool registered; /* hub actor only */
+    pylon_auth_result who;
+} session;
+
+/* One committed change, encoded once per transport. */
+typedef struct event {
+    const pylon_entity *e; /* NULL: no longer in the manifest (admins only) */
+    json_t *row;           /* for read policies: the row after the change (or the deleted row) */
+    pylon_buf *ws, *sse;
+} event;
+
+typedef struct hub_msg {
+    pylon_msg msg;
+    session *s;
+    event *events;
+    size_t n;
+    pylon_buf *ws_frame; /* MSG_RELAY */
+} hub_msg;
+
+struct pylon_hub {
+    pylon_actor *actor;
+    const pylon_manifest *m;
+    const pylon_policy_set *policies;
+    pylon_auth *auth;
+    session **sessions; /* actor only */
+    size_t n, cap;
+    _Atomic uint64_t next_client_id;
+};
+
+static void send_hub(pylon_hub *h, int type, session *s, event *ev, size_t n, pylon_buf *frame)
+{
+    hub_msg *m = calloc(1, sizeof *m);
+    if (!m) return;
+    pylon_msg_init(&m->msg, (uint32_t)type, NULL);
+    m->s = s;
+    m->events = ev;
+    m->n = n;
+    m->ws_frame = frame;
+    pylon_actor_send(h->actor, &m->msg);
+}
+
+/* ---- encoding ---------------------------------------------------------------------------- */
+
+json_t *pylon_change_event_json(const char *entity, const char *row_id, const char *kind,
+                                const json_t *fields, const json_t *row, int64_t seq,
+                                const char *timestamp)
+{
+    json_t *j = json_pack("{s:I,s:s,s:s,s:s}", "seq", (json_int_t)seq, "entity", entity,
+                          "row_id", row_id, "kind", kind);
+    if (!j) return NULL;
+    if (strcmp(kind, "delete") != 0 && json_is_object(row)) {
+        json_t *data;
+        if (strcmp(kind, "update") == 0 && json_is_array(fields)) {
+            data = json_object(); /* only the patched fields (protocol.md §1.1) */
+            size_t i;
+            json_t *f;
+            json_array_foreach(fields, i, f)
+            {
+                json_t *v = json_object_get(row, json_string_value(f));
+                if (v) json_object_set(data, json_string_value(f), v);
+            }
+        } else {
+            data = json_deep_copy(row);
+            json_object_del(data, "id"); /* clients add id = row_id */
+        }
+        json_object_set_new(j, "data", data);
+    }
+    json_object_set_new(j, "timestamp", json_string(timestamp));
+    return j;
+}
+
+static const char *const KINDS[] = {"insert", "update", "delete"};
+
+void pylon_hub_on_changes(void *ctx, const pylon_change *changes, size_t n)
+{
+    pylon_hub *h = ctx;
+    event *ev = calloc(n, sizeof *ev);
+    if (!ev) return; /* clients catch up by pull */
+    for (size_t i = 0; i < n; i++) {
+        const pylon_change *c = &changes[i];
+        json_t *j = pylon_change_event_json(c->entity, c->row_id, KINDS[c->kind], c->fields,
+                                            c->data, c->seq, "");
+        char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        ev[i].e = pylon_manifest_entity(h->m, c->entity);
+        ev[i].row = c->data ? json_incref(c->data) : NULL;
+        if (text) {
+            ev[i].ws = pylon_ws_frame(1, text, strlen(text));
+            ev[i].sse = pylon_sse_event(text, strlen(text));
+            free(text);
+        }
+    }
+    send_hub(h, MSG_CHANGES, NULL, ev, n, NULL);
+}
+
+/* ---- the actor --------------------------------------------------------------------------- */
+
+static bool may_see(pylon_hub *h, const session *s, const event *ev)
+{
+    if (s->who.id.is_admin) return true;
+    if (!ev->e) return false;
+    pylon_policy_env env = {.auth = &s->who.id, .data = ev->row, .existing = ev->row};
+    return pylon_policy_check(h->policies, ev->e->name, PYLON_OP_READ, &env, NULL);
+}
+
+static void broadcast_ws(pylon_hub *h, pylon_buf *frame)
+{
+    for (size_t i = 0; i < h->n; i++)
+        if (!h->sessions[i]->sse) pylon_stream_send(h->sessions[i]->stream, frame);
+}
+
+static void session_free(session *s)
+{
+    pylon_stream_release(s->stream);
+    free(s);
+}
+
+static void behaviour(pylon_actor *self, pylon_msg *msg)
+{
+    pylon_hub *h = pylon_actor_state(self);
+    hub_msg *m = (hub_msg *)msg;
+    switch (msg->type) {
+    case MSG_REGISTER:
+        if (h->n == h->cap) {
+            size_t cap = h->cap ? h->cap * 2 : 64;
+            session **ns = realloc(h->sessions, cap * sizeof *ns);
+            if (!ns) {
+                pylon_stream_close(m->s->stream, 1013, "server out of memory: reconnect later");
+                break;
+            }
+            h->sessions = ns;
+            h->cap = cap;
+        }
+        m->s->registered = true;
+        h->sessions[h->n++] = m->s;
+        break;
+    case MSG_UNREGISTER: {
+        session *s = m->s;
+        for (size_t i = 0; i < h->n; i++)
+            if (h->sessions[i] == s) {
+                h->sessions[i] = h->sessions[--h->n];
+                break;
+            }
+        if (!s->sse) { /* protocol.md §2.2 (c) */
+            char text[96];
+            int len = snprintf(text, sizeof text,
+                               "{\"type\":\"presence\",\"event\":\"disconnect\",\"clientId\":%llu}",
+                               (unsigned long long)s->client_id);
+            pylon_buf *f = pylon_ws_frame(1, text, (size_t)len);
+            if (f) {
+                broadcast_ws(h, f);
+                pylon_buf_release(f);
+            }
+        }
+        session_free(s);
+        break;
+    }
+    case MSG_CHANGES:
+        for (size_t k = 0; k < m->n; k++) {
+            event *ev = &m->events[k];
+            if (!ev->ws || !ev->sse) continue;
+            for (size_t i = 0; i < h->n; i++) {
+                session *s = h->sessions[i];
+                if (may_see(h, s, ev)) pylon_stream_send(s->stream, s->sse ? ev->sse : ev->ws);
+            }
+        }
+        for (size_t k = 0; k < m->n; k++) {
+            json_decref(m->events[k].row);
+            if (m->events[k].ws) pylon_buf_release(m->events[k].ws);
+            if (m->events[k].sse) pylon_buf_release(m->events[k].sse);
+        }
+        free(m->events);
+        break;
+    case MSG_RELAY:
+        broadcast_ws(h, m->ws_frame);
+        pylon_buf_release(m->ws_frame);
+        break;
+    }
+    pylon_msg_free(msg);
+}
+
+static void on_stop(pylon_actor *self)
+{
+    pylon_hub *h = pylon_actor_state(self);
+    for (size_t i = 0; i < h->n; i++) session_free(h->sessions[i]);
+    free(h->sessions);
+    free(h);
+}
+
+static const pylon_actor_def HUB_DEF = {.name = "sync-hub", .behaviour = behaviour, .on_stop = on_stop};
+
+pylon_hub *pylon_hub_start(pylon_runtime *rt, const pylon_manifest *m,
+                           const pylon_policy_set *policies, pylon_auth *auth)
+{
+    pylon_hub *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->m = m;
+    h->policies = policies;
+    h->auth = auth;
+    h->actor = pylon_actor_spawn(rt, &HUB_DEF, h);
+    return h;
+}
+
+void pylon_hub_stop(pylon_hub *h)
+{
+    if (!h) return;
+    pylon_actor_stop(h->actor); /* on_stop frees the hub once queued messages are handled */
+    pylon_actor_release(h->actor);
+}
+
+/* ---- the endpoints (loop thread) --------------------------------------------------------- */
+
+static session *session_new(pylon_hub *h, pylon_stream *s, bool sse)
+{
+    session *se = calloc(1, sizeof *se);
+    if (!se) return NULL;
+    se->stream = s;
+    se->hub = h;
+    se->sse = sse;
+    se->client_id = atomic_fetch_add(&h->next_client_id, 1);
+    pylon_stream_retain(s);
+    return se;
+}
+
+static void *ws_open(pylon_stream *s, const pylon_stream_open *info)
+{
+    pylon_hub *h = info->ctx;
+    pylon_auth_result who;
+    /* protocol.md §0.3: the WebSocket takes session tokens only. */
+    pylon_auth_resolve_session(h->auth, info->bearer, &who);
+    if (!who.id.user_id) {
+        pylon_stream_close(s, 1008, "unauthorized: bearer token required");
+        return NULL;
+    }
+    session *se = session_new(h, s, false);
+    if (!se) {
+        pylon_stream_close(s, 1013, "server out of memory: reconnect later");
+        return NULL;
+    }
+    se->who = who;
+    se->who.id.user_id = se->who.user_id;
+    se->who.id.tenant_id = who.id.tenant_id ? se->who.tenant_id : NULL;
+    send_hub(h, MSG_REGISTER, se, NULL, 0, NULL);
+    return se;
+}
+
+static void *sse_open(pylon_stream *s, const pylon_stream_open *info)
+{
+    pylon_hub *h = info->ctx;
+    session *se = session_new(h, s, true);
+    if (!se) {
+        pylon_stream_close(s, 0, NULL);
+        return NULL;
+    }
+    /* Anonymous unless a token comes by Authorization, the session cookie or ?token=. */
+    pylon_auth_resolve(h->auth, info->req, &se->who);
+    if (!se->who.id.user_id && info->bearer)
+        pylon_auth_resolve_session(h->auth, info->bearer, &se->who);
+    se->who.id.user_id = se->who.id.user_id ? se->who.user_id : NULL;
+    se->who.id.tenant_id = se->who.id.tenant_id ? se->who.tenant_id : NULL;
+    send_hub(h, MSG_REGISTER, se, NULL, 0, NULL);
+    return se;
+}
+
+static void on_close(void *user, pylon_stream *s)
+{
+    (void)s;
+    session *se = user;
+    if (se) send_hub(se->hub, MSG_UNREGISTER, se, NULL, 0, NULL);
+}
+
+/* protocol.md §2.3: presence and topic messages are relayed to every WebSocket, with `from`
+ * set by the server; anything else (and malformed JSON) is dropped. */
+static void ws_message(void *user, pylon_stream *s, bool binary, const uint8_t *data, size_t len)
+{
+    (void)s;
+    session *se = user;
+    if (!se || binary) return;
+    json_t *j = json_loadb((const char *)data, len, 0, NULL);
+    const char *type = json_string_value(json_object_get(j, "type"));
+    if (type && (strcmp(type, "presence") == 0 || strcmp(type, "topic") == 0)) {
+        json_object_set_new(j, "from", json_string(se->who.id.is_admin ? "admin"
+                                                                       : se->who.id.user_id));
+        char *text = json_dumps(j, JSON_COMPACT);
+        pylon_buf *f = text ? pylon_ws_frame(1, text, strlen(text)) : NULL;
+        free(text);
+        if (f) send_hub(se->hub, MSG_RELAY, NULL, NULL, 0, f);
+    }
+    json_decref(j);
+}
+
+void pylon_hub_ws_handlers(pylon_hub *h, pylon_stream_handlers *out)
+{
+    *out = (pylon_stream_handlers){.on_open = ws_open,
+                                   .on_message = ws_message,
+                                   .on_close = on_close,
+                                   .backlog_policy = PYLON_BACKLOG_CLOSE,
+                                   .ctx = h};
+}
+
+void pylon_hub_sse_handlers(pylon_hub *h, pylon_stream_handlers *out)
+{
+    *out = (pylon_stream_handlers){
+        .on_open = sse_open, .on_close = on_close, .backlog_policy = PYLON_BACKLOG_CLOSE, .ctx = h};
+}
