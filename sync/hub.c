@@ -1,50 +1,17 @@
 /* hub.c — see hub.h. */
-#include "sync/hub.h"
+#include "sync/hub_internal.h"
 
 #include "engine/log.h"
 
+#include "engine/clock.h"
+
 #include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { MSG_REGISTER = 1, MSG_UNREGISTER, MSG_CHANGES, MSG_RELAY };
-
-typedef struct session {
-    pylon_stream *stream;
-    pylon_hub *hub;
-    uint64_t client_id; /* protocol.md §2.2 (c): the connection counter */
-    bool sse;
-    bool registered; /* hub actor only */
-    pylon_auth_result who;
-} session;
-
-/* One committed change, encoded once per transport. */
-typedef struct event {
-    const pylon_entity *e; /* NULL: no longer in the manifest (admins only) */
-    json_t *row;           /* for read policies: the row after the change (or the deleted row) */
-    pylon_buf *ws, *sse;
-} event;
-
-typedef struct hub_msg {
-    pylon_msg msg;
-    session *s;
-    event *events;
-    size_t n;
-    pylon_buf *ws_frame; /* MSG_RELAY */
-} hub_msg;
-
-struct pylon_hub {
-    pylon_actor *actor;
-    const pylon_manifest *m;
-    const pylon_policy_set *policies;
-    pylon_auth *auth;
-    session **sessions; /* actor only */
-    size_t n, cap;
-    _Atomic uint64_t next_client_id;
-};
-
-static void send_hub(pylon_hub *h, int type, session *s, event *ev, size_t n, pylon_buf *frame)
+void pylon_hub_send_(pylon_hub *h, int type, session *s, event *ev, size_t n, pylon_buf *frame)
 {
     hub_msg *m = calloc(1, sizeof *m);
     if (!m) return;
@@ -107,7 +74,7 @@ void pylon_hub_on_changes(void *ctx, const pylon_change *changes, size_t n)
             free(text);
         }
     }
-    send_hub(h, MSG_CHANGES, NULL, ev, n, NULL);
+    pylon_hub_send_(h, MSG_CHANGES, NULL, ev, n, NULL);
 }
 
 /* ---- the actor --------------------------------------------------------------------------- */
@@ -192,13 +159,30 @@ static void behaviour(pylon_actor *self, pylon_msg *msg)
         broadcast_ws(h, m->ws_frame);
         pylon_buf_release(m->ws_frame);
         break;
+    case MSG_ROOM:
+        pylon_rooms_handle(h, m);
+        break;
+    case MSG_ROOM_SWEEP: /* a borrowed timer tick */
+        pylon_rooms_sweep(h, (uint64_t)time(NULL));
+        return;
     }
     pylon_msg_free(msg);
+}
+
+void pylon_hub_send_to_user(pylon_hub *h, const char *user_id, pylon_buf *ws, pylon_buf *sse)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        session *s = h->sessions[i];
+        if (s->who.id.user_id && strcmp(s->who.id.user_id, user_id) == 0)
+            pylon_stream_send(s->stream, s->sse ? sse : ws);
+    }
 }
 
 static void on_stop(pylon_actor *self)
 {
     pylon_hub *h = pylon_actor_state(self);
+    if (h->room_sweep) pylon_timer_cancel(h->room_sweep);
+    pylon_rooms_free(h);
     for (size_t i = 0; i < h->n; i++) session_free(h->sessions[i]);
     free(h->sessions);
     free(h);
@@ -215,7 +199,16 @@ pylon_hub *pylon_hub_start(pylon_runtime *rt, const pylon_manifest *m,
     h->policies = policies;
     h->auth = auth;
     h->actor = pylon_actor_spawn(rt, &HUB_DEF, h);
+    /* Idle room members are swept every 10 s. */
+    h->room_sweep = pylon_timer_start(h->actor, MSG_ROOM_SWEEP,
+                                      pylon_clock_now_ns() + 10 * PYLON_NS_PER_SEC,
+                                      10 * PYLON_NS_PER_SEC, 0, 0);
     return h;
+}
+
+pylon_actor *pylon_hub_actor_(pylon_hub *h)
+{
+    return h->actor;
 }
 
 void pylon_hub_stop(pylon_hub *h)
@@ -257,7 +250,7 @@ static void *ws_open(pylon_stream *s, const pylon_stream_open *info)
     se->who = who;
     se->who.id.user_id = se->who.user_id;
     se->who.id.tenant_id = who.id.tenant_id ? se->who.tenant_id : NULL;
-    send_hub(h, MSG_REGISTER, se, NULL, 0, NULL);
+    pylon_hub_send_(h, MSG_REGISTER, se, NULL, 0, NULL);
     return se;
 }
 
@@ -275,7 +268,7 @@ static void *sse_open(pylon_stream *s, const pylon_stream_open *info)
         pylon_auth_resolve_session(h->auth, info->bearer, &se->who);
     se->who.id.user_id = se->who.id.user_id ? se->who.user_id : NULL;
     se->who.id.tenant_id = se->who.id.tenant_id ? se->who.tenant_id : NULL;
-    send_hub(h, MSG_REGISTER, se, NULL, 0, NULL);
+    pylon_hub_send_(h, MSG_REGISTER, se, NULL, 0, NULL);
     return se;
 }
 
@@ -283,7 +276,7 @@ static void on_close(void *user, pylon_stream *s)
 {
     (void)s;
     session *se = user;
-    if (se) send_hub(se->hub, MSG_UNREGISTER, se, NULL, 0, NULL);
+    if (se) pylon_hub_send_(se->hub, MSG_UNREGISTER, se, NULL, 0, NULL);
 }
 
 /* protocol.md §2.3: presence and topic messages are relayed to every WebSocket, with `from`
@@ -301,7 +294,7 @@ static void ws_message(void *user, pylon_stream *s, bool binary, const uint8_t *
         char *text = json_dumps(j, JSON_COMPACT);
         pylon_buf *f = text ? pylon_ws_frame(1, text, strlen(text)) : NULL;
         free(text);
-        if (f) send_hub(se->hub, MSG_RELAY, NULL, NULL, 0, f);
+        if (f) pylon_hub_send_(se->hub, MSG_RELAY, NULL, NULL, 0, f);
     }
     json_decref(j);
 }

@@ -23,6 +23,7 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "sync/hub.h"
+#include "sync/rooms.h"
 #include "sync/sync_api.h"
 
 #include <errno.h>
@@ -204,7 +205,7 @@ static int serve(const pylon_config *cfg)
         goto out;
     }
     if (!pylon_data_routes(router, &data) || !pylon_auth_routes(router, auth) ||
-        !pylon_sync_routes(router, &data)) {
+        !pylon_sync_routes(router, &data) || !pylon_rooms_routes(router, hub, auth)) {
         pylon_log_error("pylon", "cannot build the routes (out of memory)");
         goto out;
     }

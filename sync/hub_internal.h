@@ -1,0 +1,69 @@
+/* hub_internal.h — what hub.c and rooms.c share; the hub actor's state (actor thread only). */
+#ifndef PYLON_SYNC_HUB_INTERNAL_H
+#define PYLON_SYNC_HUB_INTERNAL_H
+
+#include "engine/timer.h"
+#include "sync/hub.h"
+
+#include <stdatomic.h>
+
+enum { MSG_REGISTER = 1, MSG_UNREGISTER, MSG_CHANGES, MSG_RELAY, MSG_ROOM, MSG_ROOM_SWEEP };
+
+typedef struct session {
+    pylon_stream *stream;
+    pylon_hub *hub;
+    uint64_t client_id; /* protocol.md §2.2 (c): the connection counter */
+    bool sse;
+    bool registered; /* hub actor only */
+    pylon_auth_result who;
+} session;
+
+/* One committed change, encoded once per transport. */
+typedef struct event {
+    const pylon_entity *e; /* NULL: no longer in the manifest (admins only) */
+    json_t *row;           /* for read policies: the row after the change (or the deleted row) */
+    pylon_buf *ws, *sse;
+} event;
+
+typedef struct hub_msg {
+    pylon_msg msg;
+    session *s;
+    event *events;
+    size_t n;
+    pylon_buf *ws_frame; /* MSG_RELAY */
+    /* MSG_ROOM */
+    int room_op;
+    pylon_http_exchange *ex;
+    pylon_auth_result who;
+    json_t *body;
+    char *room_name;
+} hub_msg;
+
+struct pylon_hub {
+    pylon_actor *actor;
+    const pylon_manifest *m;
+    const pylon_policy_set *policies;
+    pylon_auth *auth;
+    session **sessions; /* actor only */
+    size_t n, cap;
+    _Atomic uint64_t next_client_id;
+    struct room *rooms; /* actor only (rooms.c) */
+    size_t nrooms;
+    pylon_timer *room_sweep;
+};
+
+
+struct room;
+
+void pylon_hub_send_(pylon_hub *h, int type, session *s, event *ev, size_t n, pylon_buf *frame);
+pylon_actor *pylon_hub_actor_(pylon_hub *h);
+
+/* rooms.c, on the hub's thread */
+void pylon_rooms_handle(pylon_hub *h, hub_msg *m);
+void pylon_rooms_sweep(pylon_hub *h, uint64_t now_s);
+void pylon_rooms_free(pylon_hub *h);
+/* hub.c: sends `frame` to every session of `user_id` (any transport's encoding chosen per
+ * session from the two buffers). */
+void pylon_hub_send_to_user(pylon_hub *h, const char *user_id, pylon_buf *ws, pylon_buf *sse);
+
+#endif
