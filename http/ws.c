@@ -556,8 +556,6 @@ static void finish_upgrade_exchange(pylon_conn *c, pylon_http_exchange *ex, int 
                                PYLON_LF_STR("ip", ex->req.client_ip)};
         pylon_log_write(PYLON_LOG_INFO, "http", "stream opened", f, sizeof f / sizeof f[0]);
     }
-    c->ex = NULL;
-    io->http_busy--;
     free(ex);
 }
 
@@ -684,6 +682,12 @@ void pylon_stream_begin(pylon_conn *c, pylon_http_exchange *ex, pylon_stream_kin
     STAT_ADD(io->stats.open[PYLON_LISTEN_COUNT + (sse ? 1 : 0)], 1);
     pylon_conn_write(c, &hb, 1);
 
+    /* The exchange and the request memory leave the connection now: if on_open closes the
+     * stream (1008, or a drop), the connection must not hand them to an orphan path. */
+    req_state *rs = c->rs;
+    c->rs = NULL;
+    c->ex = NULL;
+    io->http_busy--;
     pylon_stream_open info = {.kind = kind,
                               .req = req,
                               .bearer = token[0] ? token : NULL,
@@ -696,8 +700,7 @@ void pylon_stream_begin(pylon_conn *c, pylon_http_exchange *ex, pylon_stream_kin
         stream_close_now(c, 1011, "no handler for this endpoint");
     finish_upgrade_exchange(c, ex, sse ? 200 : 101);
     /* The HTTP parser and the request are no longer needed. */
-    pylon_req_state_free_(c->rs);
-    c->rs = NULL;
+    pylon_req_state_free_(rs);
     free(c->pending);
     c->pending = NULL;
     c->pending_len = 0;

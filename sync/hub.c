@@ -214,8 +214,11 @@ pylon_actor *pylon_hub_actor_(pylon_hub *h)
 void pylon_hub_stop(pylon_hub *h)
 {
     if (!h) return;
-    pylon_actor_stop(h->actor); /* on_stop frees the hub once queued messages are handled */
-    pylon_actor_release(h->actor);
+    /* on_stop frees the hub once queued messages are handled, maybe before stop() returns:
+     * keep the actor pointer, never read h again. */
+    pylon_actor *a = h->actor;
+    pylon_actor_stop(a);
+    pylon_actor_release(a);
 }
 
 /* ---- the endpoints (loop thread) --------------------------------------------------------- */

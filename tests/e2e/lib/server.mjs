@@ -242,12 +242,24 @@ export class PylonServer {
     }
   }
 
-  /** Kill if still running and remove the temporary directory. Safe to call twice. */
+  /**
+   * Stops the server if still running (SIGTERM, so a sanitizer build runs its leak check; SIGKILL
+   * after 10 s) and removes the temporary directory. Throws when the server reported a memory
+   * or undefined-behaviour error at any point (sanitizer builds). Safe to call twice.
+   */
   async dispose() {
     if (this.running) {
-      this.child.kill('SIGKILL');
-      await this.exited;
+      this.child.kill('SIGTERM');
+      const done = await Promise.race([this.exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 10000))]);
+      if (!done) {
+        this.child.kill('SIGKILL');
+        await this.exited;
+      }
     }
     if (!process.env.PYLON_E2E_KEEP) fs.rmSync(this.cwd, { recursive: true, force: true });
+    if (!this.sanitizerChecked && /ERROR: (Address|Leak)Sanitizer|runtime error:/.test(this.stderr)) {
+      this.sanitizerChecked = true;
+      throw new Error(`the server reported a sanitizer error:\n${this.stderr.slice(-4000)}`);
+    }
   }
 }
