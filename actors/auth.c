@@ -2,6 +2,7 @@
 #include "actors/auth.h"
 
 #include "actors/ids.h"
+#include "actors/reply.h"
 #include "engine/log.h"
 
 #include <ctype.h>
@@ -182,15 +183,6 @@ static void cookie_header(const pylon_auth *a, const char *token, char *out, siz
              SAMESITE[a->o.cookie_samesite], token[0] ? (long long)a->o.session_ttl_s : 0LL);
 }
 
-static void respond_json(pylon_http_exchange *ex, int status, json_t *j, const char *headers)
-{
-    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    pylon_http_response res = {
-        .status = status, .headers = headers, .body = body ? pylon_buf_take(body, strlen(body)) : NULL};
-    pylon_http_respond(ex, &res);
-}
-
 /* ---- the actor: the only writer of the session store ------------------------------------ */
 
 static bool store_session(pylon_auth *a, const session *s)
@@ -233,7 +225,7 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
                                           am->s.user_id, "guest", 1)
                               : json_pack("{s:s,s:s}", "token", am->s.token, "user_id",
                                           am->s.user_id);
-        respond_json(am->ex, 201, j, cookie[0] ? cookie : NULL);
+        pylon_reply_json(am->ex, 201, j, cookie[0] ? cookie : NULL);
     } else {
         if (am->token[0]) {
             sqlite3_stmt *st = NULL;
@@ -249,7 +241,7 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
         }
         char cookie[512];
         cookie_header(a, "", cookie, sizeof cookie);
-        respond_json(am->ex, 200, json_pack("{s:b}", "revoked", 1), cookie);
+        pylon_reply_json(am->ex, 200, json_pack("{s:b}", "revoked", 1), cookie);
     }
     pylon_msg_free(m);
 }
@@ -333,14 +325,14 @@ static void me(pylon_http_exchange *ex, void *ctx)
 {
     pylon_auth_result who;
     pylon_auth_resolve(ctx, pylon_http_request_of(ex), &who);
-    respond_json(ex, 200, identity_json(&who.id), NULL);
+    pylon_reply_json(ex, 200, identity_json(&who.id), NULL);
 }
 
 static void session_info(pylon_http_exchange *ex, void *ctx)
 {
     pylon_auth_result who;
     pylon_auth_resolve(ctx, pylon_http_request_of(ex), &who);
-    respond_json(ex, 200, json_pack("{s:o,s:n}", "session", identity_json(&who.id), "user"),
+    pylon_reply_json(ex, 200, json_pack("{s:o,s:n}", "session", identity_json(&who.id), "user"),
                  NULL);
 }
 

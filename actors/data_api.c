@@ -2,6 +2,7 @@
 #include "actors/data_api.h"
 
 #include "actors/ids.h"
+#include "actors/reply.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,18 +16,6 @@ static bool pylon_data_admin_routes(pylon_router *r, pylon_data_api *api);
 #define CURSOR_MAX_LIMIT 100
 
 /* ---- answers ----------------------------------------------------------------------------- */
-
-static void respond(pylon_http_exchange *ex, int status, json_t *j)
-{
-    char *body = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    json_decref(j);
-    if (!body) {
-        pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
-        return;
-    }
-    pylon_http_response res = {.status = status, .body = pylon_buf_take(body, strlen(body))};
-    pylon_http_respond(ex, &res);
-}
 
 static void respond_store_error(pylon_http_exchange *ex, const pylon_store_error *err)
 {
@@ -324,7 +313,7 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
             job_free(j);
             return;
         }
-        respond(j->ex, 200, row);
+        pylon_reply_json(j->ex, 200, row, NULL);
         job_free(j);
         return;
     case R_LOOKUP: {
@@ -349,7 +338,7 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
             job_free(j);
             return;
         }
-        respond(j->ex, 200, row);
+        pylon_reply_json(j->ex, 200, row, NULL);
         job_free(j);
         return;
     }
@@ -361,7 +350,7 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
                                 (json_int_t)json_array_size(rows), "offset",
                                 (json_int_t)j->offset, "limit",
                                 j->has_limit ? json_integer(j->limit) : json_null());
-        respond(j->ex, 200, out);
+        pylon_reply_json(j->ex, 200, out, NULL);
         job_free(j);
         return;
     }
@@ -376,9 +365,9 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
                                              : NULL;
         json_t *next = last && has_more ? json_incref(json_object_get(last, "id")) : json_null();
         if (j->gate == GATE_PER_ROW) filter_rows(api, j->e, who, rows);
-        respond(j->ex, 200,
+        pylon_reply_json(j->ex, 200,
                 json_pack("{s:o,s:o,s:b}", "data", rows, "next_cursor", next, "has_more",
-                          has_more));
+                          has_more), NULL);
         job_free(j);
         return;
     }
@@ -386,19 +375,19 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
         pylon_store_query q = {.filter = j->filter, .limit = -1};
         if (!b->find(c, j->e, &q, &rows, &err)) break;
         if (j->gate == GATE_PER_ROW) filter_rows(api, j->e, who, rows);
-        respond(j->ex, 200, rows);
+        pylon_reply_json(j->ex, 200, rows, NULL);
         job_free(j);
         return;
     }
     case R_AGGREGATE:
         if (!b->aggregate(c, j->e, j->filter, &rows, &err)) break;
-        respond(j->ex, 200, json_pack("{s:o}", "rows", rows));
+        pylon_reply_json(j->ex, 200, json_pack("{s:o}", "rows", rows), NULL);
         job_free(j);
         return;
     case R_GRAPH: {
         json_t *out = NULL;
         if (!run_graph(j, b, c, &out, &err)) break;
-        respond(j->ex, 200, out);
+        pylon_reply_json(j->ex, 200, out, NULL);
         job_free(j);
         return;
     }
@@ -618,23 +607,30 @@ typedef struct write_ctx {
     write_kind kind;
 } write_ctx;
 
-/* Inside the transaction, with the stored row: the update/delete policy. */
-static bool authorize(pylon_write_req *req, pylon_write_op *op, const json_t *existing,
-                      pylon_store_error *err)
+bool pylon_data_authorize_write(const pylon_policy_set *policies, const pylon_identity *who,
+                                const pylon_write_op *op, const json_t *existing,
+                                pylon_store_error *err)
 {
-    write_ctx *w = req->ctx;
-    if (w->who.id.is_admin) return true;
+    if (who->is_admin) return true;
     json_t *data = NULL;
     if (op->kind == PYLON_CHANGE_UPDATE) { /* what the row will become */
         data = json_deep_copy(existing);
         json_object_update(data, op->data);
     }
-    pylon_policy_env env = {.auth = &w->who.id, .data = data ? data : existing, .existing = existing};
-    bool ok = pylon_policy_check(w->api->policies, op->entity->name,
+    pylon_policy_env env = {.auth = who, .data = data ? data : existing, .existing = existing};
+    bool ok = pylon_policy_check(policies, op->entity->name,
                                  op->kind == PYLON_CHANGE_UPDATE ? PYLON_OP_UPDATE : PYLON_OP_DELETE,
                                  &env, NULL);
     json_decref(data);
     return ok || pylon_store_fail(err, 403, "POLICY_DENIED", "Access denied by policy");
+}
+
+/* Inside the transaction, with the stored row: the update/delete policy. */
+static bool authorize(pylon_write_req *req, pylon_write_op *op, const json_t *existing,
+                      pylon_store_error *err)
+{
+    write_ctx *w = req->ctx;
+    return pylon_data_authorize_write(w->api->policies, &w->who.id, op, existing, err);
 }
 
 static void write_done(pylon_write_req *req)
@@ -644,11 +640,11 @@ static void write_done(pylon_write_req *req)
     if (!op->ok) {
         respond_store_error(w->ex, &op->err);
     } else if (w->kind == W_INSERT) {
-        respond(w->ex, 201, json_pack("{s:s}", "id", op->id));
+        pylon_reply_json(w->ex, 201, json_pack("{s:s}", "id", op->id), NULL);
     } else if (w->kind == W_UPDATE) {
-        respond(w->ex, 200, json_pack("{s:b}", "updated", 1));
+        pylon_reply_json(w->ex, 200, json_pack("{s:b}", "updated", 1), NULL);
     } else {
-        respond(w->ex, 200, json_pack("{s:b}", "deleted", 1));
+        pylon_reply_json(w->ex, 200, json_pack("{s:b}", "deleted", 1), NULL);
     }
     free(w);
     pylon_write_req_free(req);
@@ -880,17 +876,17 @@ static void admin_done(pylon_write_req *req)
                                                     : "not applied: the transaction was rolled back"));
             json_array_append_new(results, r);
         }
-        respond(a->ex, all ? 200 : 400,
-                json_pack("{s:b,s:o}", "committed", all, "results", results));
+        pylon_reply_json(a->ex, all ? 200 : 400,
+                json_pack("{s:b,s:o}", "committed", all, "results", results), NULL);
     } else if (a->kind == A_BATCH) {
         size_t ok = 0, failed = 0;
         for (size_t i = 0; i < req->nops; i++)
             json_array_set_new(a->results, a->slot[i], op_result(&req->ops[i]));
         for (size_t i = 0; i < json_array_size(a->results); i++)
             json_is_true(json_object_get(json_array_get(a->results, i), "ok")) ? ok++ : failed++;
-        respond(a->ex, 200,
+        pylon_reply_json(a->ex, 200,
                 json_pack("{s:O,s:I,s:I}", "results", a->results, "succeeded", (json_int_t)ok,
-                          "failed", (json_int_t)failed));
+                          "failed", (json_int_t)failed), NULL);
     } else { /* import: counts per entity */
         json_t *by = json_object();
         size_t ok = 0, failed = 0;
@@ -910,9 +906,9 @@ static void admin_done(pylon_write_req *req)
         json_t *v;
         json_object_foreach(by, key, v) json_array_append(list, v);
         json_decref(by);
-        respond(a->ex, 200,
+        pylon_reply_json(a->ex, 200,
                 json_pack("{s:I,s:I,s:o}", "imported", (json_int_t)ok, "failed",
-                          (json_int_t)failed, "by_entity", list));
+                          (json_int_t)failed, "by_entity", list), NULL);
     }
     json_decref(a->results);
     free(a->slot);
@@ -1128,8 +1124,8 @@ static void run_export(pylon_read_req *req, const pylon_store_backend *b, pylon_
         struct tm tm;
         gmtime_r(&now, &tm);
         strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        respond(j->ex, 200,
-                json_pack("{s:s,s:o,s:o}", "exported_at", ts, "entities", ents, "counts", counts));
+        pylon_reply_json(j->ex, 200,
+                json_pack("{s:s,s:o,s:o}", "exported_at", ts, "entities", ents, "counts", counts), NULL);
     }
     free(j);
 }
@@ -1219,7 +1215,7 @@ static void reset_done(pylon_write_req *req)
 {
     pylon_http_exchange *ex = req->ctx;
     if (req->committed && req->ops[0].ok)
-        respond(ex, 200, json_pack("{s:b}", "reset", 1));
+        pylon_reply_json(ex, 200, json_pack("{s:b}", "reset", 1), NULL);
     else
         pylon_http_respond_error(ex, 500, "RESET_FAILED", req->ops[0].err.message, NULL);
     pylon_write_req_free(req);

@@ -32,4 +32,11 @@ typedef struct pylon_data_api {
 
 bool pylon_data_routes(pylon_router *r, pylon_data_api *api);
 
+/* The update/delete policy check, run inside the write transaction with the stored row:
+ * update sees data = the row as it will be (stored row + patch) and existing = the stored
+ * row; delete sees the stored row as both. The admin passes. False with 403 in *err. */
+bool pylon_data_authorize_write(const pylon_policy_set *policies, const pylon_identity *who,
+                                const pylon_write_op *op, const json_t *existing,
+                                pylon_store_error *err);
+
 #endif

@@ -2,6 +2,7 @@
  * handlers here only check the caller and forward. */
 #include "sync/rooms.h"
 
+#include "actors/reply.h"
 #include "sync/hub_internal.h"
 
 #include <stdio.h>
@@ -25,15 +26,6 @@ struct room {
     member *members;
     size_t n, cap;
 };
-
-static void respond(pylon_http_exchange *ex, int status, json_t *j)
-{
-    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    pylon_http_response res = {.status = status,
-                               .body = body ? pylon_buf_take(body, strlen(body)) : NULL};
-    pylon_http_respond(ex, &res);
-}
 
 static struct room *find_room(pylon_hub *h, const char *name)
 {
@@ -172,9 +164,9 @@ void pylon_rooms_handle(pylon_hub *h, hub_msg *m)
         json_decref(me->data);
         me->data = data ? json_incref(data) : NULL;
         me->joined_at = me->last_active = now;
-        respond(m->ex, 200,
+        pylon_reply_json(m->ex, 200,
                 json_pack("{s:s,s:{s:s,s:s,s:o}}", "joined", name, "snapshot", "type", "snapshot",
-                          "room", name, "peers", peers));
+                          "room", name, "peers", peers), NULL);
         json_t *ev = json_pack("{s:s,s:s,s:s}", "type", "join", "room", name, "user_id", user);
         if (data) json_object_set(ev, "data", data);
         emit(h, r, ev, NULL);
@@ -182,20 +174,20 @@ void pylon_rooms_handle(pylon_hub *h, hub_msg *m)
     }
     case OP_LEAVE: {
         member *me = find_member(r, user);
-        respond(m->ex, 200, json_pack("{s:s,s:b}", "left", name, "was_present", me != NULL));
+        pylon_reply_json(m->ex, 200, json_pack("{s:s,s:b}", "left", name, "was_present", me != NULL), NULL);
         if (me) remove_member(h, r, me);
         break;
     }
     case OP_PRESENCE: {
         member *me = find_member(r, user);
         if (!me) {
-            respond(m->ex, 200, json_pack("{s:b,s:s}", "updated", 0, "reason", "not_in_room"));
+            pylon_reply_json(m->ex, 200, json_pack("{s:b,s:s}", "updated", 0, "reason", "not_in_room"), NULL);
             break;
         }
         json_decref(me->data);
         me->data = data ? json_incref(data) : NULL;
         me->last_active = now;
-        respond(m->ex, 200, json_pack("{s:b}", "updated", 1));
+        pylon_reply_json(m->ex, 200, json_pack("{s:b}", "updated", 1), NULL);
         emit(h, r,
              json_pack("{s:s,s:s,s:s,s:O}", "type", "presence", "room", name, "user_id", user,
                        "data", data ? data : json_null()),
@@ -204,10 +196,10 @@ void pylon_rooms_handle(pylon_hub *h, hub_msg *m)
     }
     case OP_BROADCAST:
         if (!r || r->n == 0) {
-            respond(m->ex, 200, json_pack("{s:b,s:s}", "broadcasted", 0, "reason", "room_empty"));
+            pylon_reply_json(m->ex, 200, json_pack("{s:b,s:s}", "broadcasted", 0, "reason", "room_empty"), NULL);
             break;
         }
-        respond(m->ex, 200, json_pack("{s:b}", "broadcasted", 1));
+        pylon_reply_json(m->ex, 200, json_pack("{s:b}", "broadcasted", 1), NULL);
         emit(h, r,
              json_pack("{s:s,s:s,s:s,s:O,s:O}", "type", "broadcast", "room", name, "sender",
                        user, "topic", json_object_get(m->body, "topic"), "data",
@@ -219,16 +211,16 @@ void pylon_rooms_handle(pylon_hub *h, hub_msg *m)
         for (size_t i = 0; i < h->nrooms; i++)
             json_array_append_new(list, json_pack("{s:s,s:I}", "name", h->rooms[i].name,
                                                   "members", (json_int_t)h->rooms[i].n));
-        respond(m->ex, 200, list);
+        pylon_reply_json(m->ex, 200, list, NULL);
         break;
     }
     case OP_GET: {
         json_t *members = json_array();
         for (size_t i = 0; r && i < r->n; i++)
             json_array_append_new(members, peer_json(&r->members[i]));
-        respond(m->ex, 200,
+        pylon_reply_json(m->ex, 200,
                 json_pack("{s:s,s:o,s:I}", "room", name, "members", members, "count",
-                          (json_int_t)(r ? r->n : 0)));
+                          (json_int_t)(r ? r->n : 0)), NULL);
         break;
     }
     }

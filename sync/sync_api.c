@@ -2,6 +2,7 @@
 #include "sync/sync_api.h"
 
 #include "actors/ids.h"
+#include "actors/reply.h"
 #include "sync/hub.h"
 
 #include <stdio.h>
@@ -11,18 +12,6 @@
 #define PULL_DEFAULT 100
 #define PULL_MAX 1000
 #define PUSH_MAX 1000
-
-static void respond(pylon_http_exchange *ex, int status, json_t *j)
-{
-    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!body) {
-        pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
-        return;
-    }
-    pylon_http_response res = {.status = status, .body = pylon_buf_take(body, strlen(body))};
-    pylon_http_respond(ex, &res);
-}
 
 static bool query_u64(const char *q, const char *name, int64_t *out)
 {
@@ -88,7 +77,7 @@ static void run_pull(pylon_read_req *req, const pylon_store_backend *b, pylon_st
                  (long long)j->since, (long long)(j->since > head ? head : front));
         json_t *e = json_pack("{s:{s:s,s:s,s:I}}", "error", "code", "RESYNC_REQUIRED", "message",
                               msg, "oldest_seq", (json_int_t)front);
-        respond(j->ex, 410, e);
+        pylon_reply_json(j->ex, 410, e, NULL);
         json_decref(rows);
         free(j);
         return;
@@ -120,9 +109,9 @@ static void run_pull(pylon_read_req *req, const pylon_store_backend *b, pylon_st
     }
     json_decref(rows);
     if (j->limit == 0) last = head; /* limit=0: "where is the head?" (SSR hydration) */
-    respond(j->ex, 200,
+    pylon_reply_json(j->ex, 200,
             json_pack("{s:o,s:{s:I},s:b}", "changes", changes, "cursor", "last_seq",
-                      (json_int_t)last, "has_more", has_more && j->limit > 0));
+                      (json_int_t)last, "has_more", has_more && j->limit > 0), NULL);
     free(j);
 }
 
@@ -161,18 +150,7 @@ static bool push_authorize(pylon_write_req *req, pylon_write_op *op, const json_
                            pylon_store_error *err)
 {
     push_ctx *p = req->ctx;
-    if (p->who.id.is_admin) return true;
-    json_t *data = NULL;
-    if (op->kind == PYLON_CHANGE_UPDATE) {
-        data = json_deep_copy(existing);
-        json_object_update(data, op->data);
-    }
-    pylon_policy_env env = {.auth = &p->who.id, .data = data ? data : existing, .existing = existing};
-    bool ok = pylon_policy_check(p->api->policies, op->entity->name,
-                                 op->kind == PYLON_CHANGE_UPDATE ? PYLON_OP_UPDATE : PYLON_OP_DELETE,
-                                 &env, NULL);
-    json_decref(data);
-    return ok || pylon_store_fail(err, 403, "POLICY_DENIED", "Access denied by policy");
+    return pylon_data_authorize_write(p->api->policies, &p->who.id, op, existing, err);
 }
 
 static void push_done(pylon_write_req *req)
@@ -200,10 +178,10 @@ static void push_done(pylon_write_req *req)
     }
     if (p->early_error && json_array_size(errors) == 0 && applied == (json_int_t)req->nops)
         json_array_append_new(errors, json_string(p->early_error));
-    respond(p->ex, 200,
+    pylon_reply_json(p->ex, 200,
             json_pack("{s:I,s:I,s:o,s:{s:I}}", "applied", applied, "deduped", deduped, "errors",
                       errors, "cursor", "last_seq",
-                      (json_int_t)pylon_persistence_head_seq(p->api->writer)));
+                      (json_int_t)pylon_persistence_head_seq(p->api->writer)), NULL);
     free(p->early_error);
     free(p);
     pylon_write_req_free(req);
