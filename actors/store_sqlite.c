@@ -490,14 +490,25 @@ static pylon_store_conn *sq_open(const char *target, bool writer, const pylon_ma
     return c;
 }
 
+/* Savepoints run once per operation inside a group commit: cached statements, not
+ * sqlite3_exec (which would parse the SQL every time). */
+static bool run_cached(pylon_store_conn *c, const char *sql, pylon_store_error *err)
+{
+    sqlite3_stmt *st = prepare(c, sql, err);
+    if (!st) return false;
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || step_error(c, rc, "QUERY_FAILED", err);
+}
+
 static bool sq_begin(pylon_store_conn *c, pylon_store_error *err)
 {
-    return exec(c, "BEGIN IMMEDIATE", err);
+    return run_cached(c, "BEGIN IMMEDIATE", err);
 }
 
 static bool sq_commit(pylon_store_conn *c, pylon_store_error *err)
 {
-    if (exec(c, "COMMIT", err)) return true;
+    if (run_cached(c, "COMMIT", err)) return true;
     sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
     return false;
 }
@@ -509,17 +520,18 @@ static void sq_rollback(pylon_store_conn *c)
 
 static bool sq_savepoint(pylon_store_conn *c, pylon_store_error *err)
 {
-    return exec(c, "SAVEPOINT op", err);
+    return run_cached(c, "SAVEPOINT op", err);
 }
 
 static void sq_savepoint_release(pylon_store_conn *c)
 {
-    sqlite3_exec(c->db, "RELEASE op", NULL, NULL, NULL);
+    run_cached(c, "RELEASE op", NULL);
 }
 
 static void sq_savepoint_rollback(pylon_store_conn *c)
 {
-    sqlite3_exec(c->db, "ROLLBACK TO op; RELEASE op", NULL, NULL, NULL);
+    run_cached(c, "ROLLBACK TO op", NULL);
+    run_cached(c, "RELEASE op", NULL);
 }
 
 static bool sq_get(pylon_store_conn *c, const pylon_entity *e, const char *id, json_t **row,

@@ -58,6 +58,8 @@ static const char *const KINDS[] = {"insert", "update", "delete"};
 void pylon_hub_on_changes(void *ctx, const pylon_change *changes, size_t n)
 {
     pylon_hub *h = ctx;
+    /* Nobody listening: nothing to encode (a session that registers now pulls first). */
+    if (atomic_load_explicit(&h->live_sessions, memory_order_relaxed) == 0) return;
     event *ev = calloc(n, sizeof *ev);
     if (!ev) return; /* clients catch up by pull */
     for (size_t i = 0; i < n; i++) {
@@ -117,12 +119,14 @@ static void behaviour(pylon_actor *self, pylon_msg *msg)
         }
         m->s->registered = true;
         h->sessions[h->n++] = m->s;
+        atomic_fetch_add_explicit(&h->live_sessions, 1, memory_order_relaxed);
         break;
     case MSG_UNREGISTER: {
         session *s = m->s;
         for (size_t i = 0; i < h->n; i++)
             if (h->sessions[i] == s) {
                 h->sessions[i] = h->sessions[--h->n];
+                atomic_fetch_sub_explicit(&h->live_sessions, 1, memory_order_relaxed);
                 break;
             }
         if (!s->sse) { /* protocol.md §2.2 (c) */
