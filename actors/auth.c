@@ -261,7 +261,9 @@ static void send_create(pylon_auth *a, pylon_http_exchange *ex, const char *user
     pylon_msg_init(&am->msg, MSG_CREATE, NULL);
     am->ex = ex;
     am->guest = guest;
-    am->set_cookie = pylon_http_header_get(pylon_http_request_of(ex), "origin") != NULL;
+    /* Only a guest session is the browser's own: a minted one (admin for u1) must not switch
+     * the caller's browser to u1. */
+    am->set_cookie = guest && pylon_http_header_get(pylon_http_request_of(ex), "origin") != NULL;
     snprintf(am->s.user_id, sizeof am->s.user_id, "%s", user_id);
     am->s.created_at = now_s();
     am->s.expires_at = a->o.session_ttl_s > 0 ? am->s.created_at + a->o.session_ttl_s : 0;

@@ -62,7 +62,8 @@ static json_t *body_json(pylon_http_exchange *ex, bool want_object)
 {
     const pylon_http_request *req = pylon_http_request_of(ex);
     json_error_t jerr;
-    json_t *j = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *j = json_loadb((const char *)req->body, req->body_len,
+                           JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!j) {
         char hint[200];
         snprintf(hint, sizeof hint, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
@@ -117,8 +118,11 @@ static char *query_str(const char *q, const char *name)
     for (const char *p = q; p && *p;) {
         const char *e = strchr(p, '&');
         size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=')
-            return strndup(p + nl + 1, len - nl - 1);
+        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            char *out = malloc(len - nl);
+            if (out) pylon_http_pct_decode(p + nl + 1, len - nl - 1, out, len - nl);
+            return out;
+        }
         p = e ? e + 1 : NULL;
     }
     return NULL;
@@ -156,6 +160,41 @@ static void filter_rows(pylon_data_api *api, const pylon_entity *e, const pylon_
 }
 
 /* ---- reads ------------------------------------------------------------------------------- */
+
+/* Rows matching `filter` that `who` may read, with offset/limit applied AFTER the policy
+ * (otherwise a page of other people's rows would come back empty). With a row-dependent
+ * policy every matching row is read and checked; without one the database pages directly. */
+static bool find_visible(pylon_data_api *api, const pylon_store_backend *b, pylon_store_conn *c,
+                         const pylon_entity *e, const pylon_identity *who, read_gate gate,
+                         const json_t *filter, int64_t offset, int64_t limit, json_t **rows,
+                         pylon_store_error *err)
+{
+    if (gate != GATE_PER_ROW) {
+        pylon_store_query q = {.filter = filter, .limit = limit, .offset = offset};
+        return b->find(c, e, &q, rows, err);
+    }
+    json_t *f = filter ? json_copy((json_t *)filter) : NULL;
+    if (f) { /* paging moves out of SQL */
+        json_t *l = json_object_get(f, "$limit"), *o = json_object_get(f, "$offset");
+        if (json_is_integer(l) && (limit < 0 || json_integer_value(l) < limit))
+            limit = json_integer_value(l);
+        if (json_is_integer(o)) offset = json_integer_value(o);
+        json_object_del(f, "$limit");
+        json_object_del(f, "$offset");
+    }
+    pylon_store_query q = {.filter = f, .limit = -1};
+    bool ok = b->find(c, e, &q, rows, err);
+    json_decref(f);
+    if (!ok) return false;
+    filter_rows(api, e, who, *rows);
+    json_t *page = json_array();
+    for (size_t i = (size_t)(offset > 0 ? offset : 0);
+         i < json_array_size(*rows) && (limit < 0 || (int64_t)json_array_size(page) < limit); i++)
+        json_array_append(page, json_array_get(*rows, i));
+    json_decref(*rows);
+    *rows = page;
+    return true;
+}
 
 typedef enum { R_LIST, R_GET, R_CURSOR, R_QUERY, R_LOOKUP, R_AGGREGATE, R_GRAPH } read_kind;
 
@@ -343,9 +382,9 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
         return;
     }
     case R_LIST: {
-        pylon_store_query q = {.limit = j->has_limit ? j->limit : -1, .offset = j->offset};
-        if (!b->find(c, j->e, &q, &rows, &err)) break;
-        if (j->gate == GATE_PER_ROW) filter_rows(api, j->e, who, rows);
+        if (!find_visible(api, b, c, j->e, who, j->gate, NULL, j->offset,
+                          j->has_limit ? j->limit : -1, &rows, &err))
+            break;
         json_t *out = json_pack("{s:o,s:I,s:I,s:o}", "data", rows, "count",
                                 (json_int_t)json_array_size(rows), "offset",
                                 (json_int_t)j->offset, "limit",
@@ -355,26 +394,50 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
         return;
     }
     case R_CURSOR: {
-        /* One more than asked: whether there is a next page. Rows hidden by policy are
-         * skipped, and the cursor still moves past them (it is an id, not a count). */
-        pylon_store_query q = {.after = j->after, .limit = j->limit + 1};
-        if (!b->find(c, j->e, &q, &rows, &err)) break;
-        bool has_more = (int64_t)json_array_size(rows) > j->limit;
-        if (has_more) json_array_remove(rows, (size_t)j->limit);
-        json_t *last = json_array_size(rows) ? json_array_get(rows, json_array_size(rows) - 1)
+        /* Pages by id. With a row-dependent policy, hidden rows are skipped until the page is
+         * full, and the cursor is always the id of a row the caller saw. */
+        json_t *page = json_array();
+        char *after = j->after ? strdup(j->after) : NULL;
+        bool exhausted = false, ok = true;
+        while (ok && !exhausted && (int64_t)json_array_size(page) <= j->limit) {
+            int64_t want = j->limit + 1;
+            if (j->gate == GATE_PER_ROW && want < 100) want = 100;
+            pylon_store_query q = {.after = after, .limit = want};
+            if (!(ok = b->find(c, j->e, &q, &rows, &err))) break;
+            exhausted = (int64_t)json_array_size(rows) < want;
+            if (json_array_size(rows)) {
+                free(after);
+                after = strdup(json_string_value(
+                    json_object_get(json_array_get(rows, json_array_size(rows) - 1), "id")));
+            }
+            if (j->gate == GATE_PER_ROW) filter_rows(api, j->e, who, rows);
+            size_t k;
+            json_t *r;
+            json_array_foreach(rows, k, r)
+            if ((int64_t)json_array_size(page) <= j->limit) json_array_append(page, r);
+            json_decref(rows);
+            rows = NULL;
+            if (j->gate != GATE_PER_ROW) break; /* one query answers it */
+        }
+        free(after);
+        if (!ok) {
+            json_decref(page);
+            break;
+        }
+        bool has_more = (int64_t)json_array_size(page) > j->limit;
+        if (has_more) json_array_remove(page, (size_t)j->limit);
+        json_t *last = json_array_size(page) ? json_array_get(page, json_array_size(page) - 1)
                                              : NULL;
         json_t *next = last && has_more ? json_incref(json_object_get(last, "id")) : json_null();
-        if (j->gate == GATE_PER_ROW) filter_rows(api, j->e, who, rows);
         pylon_reply_json(j->ex, 200,
-                json_pack("{s:o,s:o,s:b}", "data", rows, "next_cursor", next, "has_more",
-                          has_more), NULL);
+                         json_pack("{s:o,s:o,s:b}", "data", page, "next_cursor", next, "has_more",
+                                   has_more),
+                         NULL);
         job_free(j);
         return;
     }
     case R_QUERY: {
-        pylon_store_query q = {.filter = j->filter, .limit = -1};
-        if (!b->find(c, j->e, &q, &rows, &err)) break;
-        if (j->gate == GATE_PER_ROW) filter_rows(api, j->e, who, rows);
+        if (!find_visible(api, b, c, j->e, who, j->gate, j->filter, 0, -1, &rows, &err)) break;
         pylon_reply_json(j->ex, 200, rows, NULL);
         job_free(j);
         return;
@@ -598,7 +661,7 @@ static void get_one(pylon_http_exchange *ex, void *ctx)
 
 /* ---- writes ------------------------------------------------------------------------------ */
 
-typedef enum { W_INSERT, W_UPDATE, W_DELETE } write_kind;
+typedef enum { W_INSERT, W_UPDATE, W_DELETE, W_LINK, W_UNLINK } write_kind;
 
 typedef struct write_ctx {
     pylon_data_api *api;
@@ -641,6 +704,9 @@ static void write_done(pylon_write_req *req)
         respond_store_error(w->ex, &op->err);
     } else if (w->kind == W_INSERT) {
         pylon_reply_json(w->ex, 201, json_pack("{s:s}", "id", op->id), NULL);
+    } else if (w->kind == W_LINK || w->kind == W_UNLINK) {
+        pylon_reply_json(w->ex, 200, json_pack("{s:b}", w->kind == W_LINK ? "linked" : "unlinked", 1),
+                         NULL);
     } else if (w->kind == W_UPDATE) {
         pylon_reply_json(w->ex, 200, json_pack("{s:b}", "updated", 1), NULL);
     } else {
@@ -683,8 +749,9 @@ static void submit_write(pylon_data_api *api, pylon_http_exchange *ex, const pyl
     w->who.id.tenant_id = who->id.tenant_id ? w->who.tenant_id : NULL;
     w->kind = kind;
     pylon_write_op *op = &req->ops[0];
-    op->kind = kind == W_INSERT ? PYLON_CHANGE_INSERT
-                                : kind == W_UPDATE ? PYLON_CHANGE_UPDATE : PYLON_CHANGE_DELETE;
+    op->kind = kind == W_INSERT   ? PYLON_CHANGE_INSERT
+               : kind == W_DELETE ? PYLON_CHANGE_DELETE
+                                  : PYLON_CHANGE_UPDATE; /* update, link, unlink */
     op->entity = e;
     op->id = idc;
     op->data = data;
@@ -1196,7 +1263,7 @@ static void link_or_unlink(pylon_http_exchange *ex, void *ctx, bool link)
         free(idc);
         return;
     }
-    submit_write(api, ex, e, W_UPDATE, idc ? idc : "", patch, &who);
+    submit_write(api, ex, e, link ? W_LINK : W_UNLINK, idc ? idc : "", patch, &who);
     free(idc);
 }
 

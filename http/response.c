@@ -18,12 +18,34 @@ const char *pylon_http_header_get(const pylon_http_request *req, const char *nam
     return NULL;
 }
 
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+size_t pylon_http_pct_decode(const char *in, size_t len, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 1 < cap; i++) {
+        int h, l;
+        if (in[i] == '%' && i + 2 < len && (h = hexval((unsigned char)in[i + 1])) >= 0 &&
+            (l = hexval((unsigned char)in[i + 2])) >= 0) {
+            out[n++] = (char)(h * 16 + l);
+            i += 2;
+        } else {
+            out[n++] = in[i];
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
 bool pylon_http_param(const pylon_http_exchange *ex, size_t i, char *out, size_t cap)
 {
     if (i >= ex->match.nparams || cap == 0) return false;
-    size_t len = ex->match.params[i].len < cap - 1 ? ex->match.params[i].len : cap - 1;
-    memcpy(out, ex->match.params[i].start, len);
-    out[len] = '\0';
+    /* Decoded after the path was split, so an id holding "%2F" stays one segment. */
+    pylon_http_pct_decode(ex->match.params[i].start, ex->match.params[i].len, out, cap);
     return true;
 }
 

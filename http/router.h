@@ -65,7 +65,11 @@ bool pylon_router_add_actor(pylon_router *r, unsigned methods, const char *patte
 void pylon_router_match(const pylon_router *r, unsigned method, const char *path,
                         pylon_route_match *out);
 
-/* Path parameter `i` of the matched route, copied into `out` (NUL-terminated, truncated). */
+/* Path parameter `i` of the matched route, percent-decoded into `out` (NUL-terminated,
+ * truncated); malformed escapes are kept as they are. */
 bool pylon_http_param(const pylon_http_exchange *ex, size_t i, char *out, size_t cap);
+
+/* Percent-decodes `len` bytes of `in` into out (NUL-terminated); returns the length. */
+size_t pylon_http_pct_decode(const char *in, size_t len, char *out, size_t cap);
 
 #endif

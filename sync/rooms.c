@@ -235,29 +235,6 @@ typedef struct rooms_ctx {
     pylon_auth *auth;
 } rooms_ctx;
 
-static int hexv(int c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-static char *url_decode(const char *s)
-{
-    size_t n = strlen(s);
-    char *out = malloc(n + 1), *o = out;
-    if (!out) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hexv(s[i + 1]) >= 0 && hexv(s[i + 2]) >= 0) {
-            *o++ = (char)(hexv(s[i + 1]) * 16 + hexv(s[i + 2]));
-            i += 2;
-        } else {
-            *o++ = s[i];
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
 static void forward(pylon_http_exchange *ex, rooms_ctx *rc, int op)
 {
     const pylon_http_request *req = pylon_http_request_of(ex);
@@ -276,9 +253,9 @@ static void forward(pylon_http_exchange *ex, rooms_ctx *rc, int op)
     m->who.id.user_id = m->who.user_id;
     m->who.id.tenant_id = m->who.id.tenant_id ? m->who.tenant_id : NULL;
     if (op == OP_GET) {
-        char raw[512];
-        pylon_http_param(ex, 0, raw, sizeof raw);
-        m->room_name = url_decode(raw); /* the React hook percent-encodes it */
+        char name[512];
+        pylon_http_param(ex, 0, name, sizeof name); /* decoded: the React hook encodes it */
+        m->room_name = strdup(name);
     } else if (op != OP_LIST) {
         json_t *body = json_loadb((const char *)req->body, req->body_len, 0, NULL);
         const char *room = json_string_value(json_object_get(body, "room"));

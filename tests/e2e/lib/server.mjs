@@ -250,7 +250,12 @@ export class PylonServer {
   async dispose() {
     if (this.running) {
       this.child.kill('SIGTERM');
-      const done = await Promise.race([this.exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 10000))]);
+      let timer;
+      const done = await Promise.race([
+        this.exited.then(() => true),
+        new Promise((r) => (timer = setTimeout(() => r(false), 10000))),
+      ]);
+      clearTimeout(timer);
       if (!done) {
         this.child.kill('SIGKILL');
         await this.exited;

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Data-layer benchmark, each figure beside its reference measured in the same run:
+#   (a) durable inserts/s: POST /api/entities/Item, CONNS keep-alive connections, each with one
+#       request in flight (an answer means the row is committed to the WAL);
+#   (b) gets by id/s: GET /api/entities/Item/<id> over ids inserted in (a);
+#   (c) GET /health/s on the same server, same client, same connections;
+#   reference: bench_data_sqlite inserting the same rows straight into SQLite (WAL,
+#   synchronous=NORMAL, one prepared statement, one thread), one transaction per row and
+#   100 rows per transaction.
+# Every round starts a fresh server and fresh databases; medians over ROUNDS rounds.
+# Loopback only (pylon dev listens on 127.0.0.1); bounded: about ROUNDS x (6 x DURATION + 5) s.
+# Usage: bench/data/run.sh [--quick]
+#   env: DURATION (5 s per figure), WARMUP (1 s), ROUNDS (3), CONNS (128), THREADS (1, client
+#        threads), BUILD (build directory, default build); PYLON_* variables reach the server.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+BUILD=${BUILD:-build}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-128}
+THREADS=${THREADS:-1}
+if [ "${1:-}" = "--quick" ]; then DURATION=2; ROUNDS=1; fi
+
+# Build: pylon from the tree; the bench tools from the tree when bench/CMakeLists.txt has
+# add_subdirectory(data), else bench/data on its own.
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target pylon >/dev/null
+if cmake --build "$BUILD" -j"$(nproc)" --target bench_data_load bench_data_sqlite >/dev/null 2>&1; then
+  BIN="$ROOT/$BUILD/bench/data"
+else
+  cmake -S bench/data -B "$BUILD/bench-data" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD/bench-data" -j"$(nproc)" >/dev/null
+  BIN="$ROOT/$BUILD/bench-data"
+fi
+PYLON="$ROOT/$BUILD/tools/pylon"
+ulimit -n 20000 2>/dev/null || true
+
+TMP=$(mktemp -d)
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+port() { echo $((20000 + RANDOM % 30000)); }
+wait_http() { for _ in $(seq 200); do curl -sf "$1" >/dev/null && return 0; sleep 0.05; done; return 1; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; } # key=value from a result line
+load() { "$BIN/bench_data_load" --port "$P" --conns "$CONNS" --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" "$@"; }
+
+echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(uname -r)"
+echo "sqlite $(sqlite3 --version 2>/dev/null | cut -d' ' -f1 || echo '?'); $CONNS connections, $THREADS client thread(s), ${DURATION}s per figure (+${WARMUP}s warm-up), $ROUNDS round(s)"
+echo
+for f in insert get health ref1 ref100 r_gh r_ir; do : >"$TMP/$f"; done
+for r in $(seq "$ROUNDS"); do
+  D="$TMP/round$r"
+  mkdir -p "$D"
+  P=$(port)
+  (cd "$D" && PYLON_MANIFEST="$ROOT/bench/data/bench.manifest.json" PYLON_DB_PATH="$D/data.db" \
+     PYLON_LOG_LEVEL=${PYLON_LOG_LEVEL:-warn} PYLON_RATE_LIMIT_MAX=100000000 \
+     exec "$PYLON" dev --port "$P" >"$D/pylon.log" 2>&1) &
+  PID=$!
+  wait_http "http://127.0.0.1:$P/health" || { cat "$D/pylon.log"; exit 1; }
+  load --mode insert --save-ids "$D/ids" | tee "$D/insert.out" | sed "s/^/  round $r /"
+  load --mode get --ids "$D/ids" | tee "$D/get.out" | sed "s/^/  round $r /"
+  load --mode health | tee "$D/health.out" | sed "s/^/  round $r /"
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  "$BIN/bench_data_sqlite" --db "$D/ref1.db" --batch 1 --duration "$DURATION" | tee "$D/ref1.out" | sed "s/^/  round $r sqlite /"
+  "$BIN/bench_data_sqlite" --db "$D/ref100.db" --batch 100 --duration "$DURATION" | tee "$D/ref100.out" | sed "s/^/  round $r sqlite /"
+  for f in insert get health; do field rps <"$D/$f.out" >>"$TMP/$f"; done
+  for f in ref1 ref100; do field rps <"$D/$f.out" >>"$TMP/$f"; done
+  # Ratios within the round (the two figures measured a few seconds apart): less exposed to
+  # the VM's neighbours than a ratio of medians taken over different rounds.
+  awk -v a="$(field rps <"$D/get.out")" -v b="$(field rps <"$D/health.out")" 'BEGIN {printf "%.3f\n", a/b}' >>"$TMP/r_gh"
+  awk -v a="$(field rps <"$D/insert.out")" -v b="$(field rps <"$D/ref100.out")" 'BEGIN {printf "%.3f\n", a/b}' >>"$TMP/r_ir"
+  rm -rf "$D"
+done
+
+INS=$(median <"$TMP/insert"); GET=$(median <"$TMP/get"); HEALTH=$(median <"$TMP/health")
+REF1=$(median <"$TMP/ref1"); REF100=$(median <"$TMP/ref100")
+echo
+echo "medians over $ROUNDS round(s):"
+awk -v ins="$INS" -v get="$GET" -v health="$HEALTH" -v r1="$REF1" -v r100="$REF100" 'BEGIN {
+  fmt = "  %-26s %8.0f/s  vs %-28s %8.0f/s  = %5.2fx  %-14s %s\n"
+  printf fmt, "durable inserts via HTTP", ins, "target", 50000, ins/50000, "(target 1.00x)", (ins >= 50000 ? "PASS" : "FAIL")
+  printf fmt, "durable inserts via HTTP", ins, "raw SQLite, 100 rows/txn", r100, ins/r100, "(target 0.60x)", (ins >= 0.6*r100 ? "PASS" : "FAIL")
+  printf fmt, "durable inserts via HTTP", ins, "raw SQLite, 1 row/txn", r1, ins/r1, "(no target)", ""
+  printf fmt, "gets by id via HTTP", get, "GET /health, same server", health, get/health, "(target 0.70x)", (get >= 0.7*health ? "PASS" : "FAIL")
+}'
+echo "  median of per-round ratios: gets/health $(median <"$TMP/r_gh")x ($(tr '\n' ' ' <"$TMP/r_gh")), inserts/raw-100 $(median <"$TMP/r_ir")x ($(tr '\n' ' ' <"$TMP/r_ir"))"
