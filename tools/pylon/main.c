@@ -6,7 +6,6 @@
  */
 #include "backup.h"
 #include "config.h"
-#include "streams.h"
 
 #include "actors/auth.h"
 #include "actors/data_api.h"
@@ -22,6 +21,7 @@
 #include "http/guard.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "shards/shard_api.h"
 #include "sync/hub.h"
 #include "sync/rooms.h"
 #include "sync/sync_api.h"
@@ -142,6 +142,7 @@ static int serve(const pylon_config *cfg)
     pylon_readers *readers = NULL;
     pylon_auth *auth = NULL;
     pylon_hub *hub = NULL;
+    pylon_shards *shards = pylon_shards_new(rt);
     pylon_store_error serr = {0};
 
     /* The manifest: an invalid one stops the start with every problem and where it is. */
@@ -233,10 +234,15 @@ static int serve(const pylon_config *cfg)
                              .rate_window_s = cfg->rate_window_s,
                              .trust_proxy_hops = cfg->trust_proxy_hops};
     guard = pylon_guard_new(&gc);
-    pylon_streams streams;
-    pylon_streams_init(&streams);
-    pylon_hub_ws_handlers(hub, &streams.sync_ws);
-    pylon_hub_sse_handlers(hub, &streams.sse);
+    pylon_stream_handlers sync_ws, sse, shard_ws;
+    pylon_hub_ws_handlers(hub, &sync_ws);
+    pylon_hub_sse_handlers(hub, &sse);
+    pylon_shard_api shard_api = {.shards = shards, .auth = auth};
+    pylon_shard_ws_handlers(&shard_api, &shard_ws);
+    if (!pylon_shard_routes(router, &shard_api)) {
+        pylon_log_error("pylon", "cannot build the routes (out of memory)");
+        goto out;
+    }
     pylon_http_server_options so = {
         .host = cfg->host,
         .port = cfg->port,
@@ -256,9 +262,9 @@ static int serve(const pylon_config *cfg)
         .trust_proxy_hops = cfg->trust_proxy_hops,
         .router = router,
         .guard = guard,
-        .streams = {[PYLON_STREAM_SYNC_WS] = &streams.sync_ws,
-                    [PYLON_STREAM_SSE] = &streams.sse,
-                    [PYLON_STREAM_SHARD_WS] = &streams.shard_ws}};
+        .streams = {[PYLON_STREAM_SYNC_WS] = &sync_ws,
+                    [PYLON_STREAM_SSE] = &sse,
+                    [PYLON_STREAM_SHARD_WS] = &shard_ws}};
     if (!guard || !(srv = pylon_http_server_start(&so, err, sizeof err))) {
         pylon_log_error("pylon", "%s", guard ? err : "out of memory");
         goto out;
@@ -284,6 +290,7 @@ out:
      * commits what is queued and checkpoints the WAL. */
     pylon_http_server_destroy(srv);
     pylon_readiness_stop(ready);
+    pylon_shards_free(shards);
     pylon_auth_stop(auth);
     pylon_readers_stop(readers);
     pylon_persistence_stop(writer); /* its last commit still reaches the hub */

@@ -1,0 +1,79 @@
+/*
+ * shard.h — shards: one actor per running simulation, and the registry that names them.
+ *
+ * Owns: the tick loop of each shard (a periodic timer with absolute deadlines and capped
+ * catch-up, engine/timer.h), its bounded input queue, its subscribers, and the encoding of
+ * snapshots into frames [u64 big-endian tick][compact JSON] (protocol.md §4.2). Subscribers
+ * that see the same bytes share one encoded frame; a subscriber whose send backlog is full
+ * skips frames (the next one supersedes them) and never slows the shard.
+ *
+ * Counters (tick, subscribers, queued inputs) are atomics readable from any thread, so
+ * GET /api/shards/<id> never waits for the shard.
+ */
+#ifndef PYLON_SHARDS_SHARD_H
+#define PYLON_SHARDS_SHARD_H
+
+#include "engine/runtime.h"
+#include "http/stream.h"
+#include "pylon/sim.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct pylon_shard pylon_shard;
+typedef struct pylon_shards pylon_shards;
+
+typedef struct pylon_shard_config {
+    uint32_t tick_rate_hz;               /* default 20; 0 = tick only when inputs arrive */
+    uint32_t max_subscribers;            /* default 256; 0 = unlimited */
+    uint32_t idle_ticks_before_shutdown; /* default 1800; 0 = never */
+    uint32_t max_input_queue;            /* default 10 000 */
+} pylon_shard_config;
+
+#define PYLON_SHARD_CONFIG_DEFAULT ((pylon_shard_config){20, 256, 1800, 10000})
+
+typedef struct pylon_shard_status {
+    char id[128];
+    char kind[64];
+    bool running;
+    uint64_t tick;
+    uint32_t subscribers, input_queue;
+    uint64_t inputs_dropped, frames_skipped;
+} pylon_shard_status;
+
+pylon_shards *pylon_shards_new(pylon_runtime *rt);
+/* Stops every shard and frees the registry (after the HTTP server is down). */
+void pylon_shards_free(pylon_shards *r);
+
+/* Simulations by kind: the built-ins, then plugins (pylon_shards_add_kind). */
+bool pylon_shards_add_kind(pylon_shards *r, const pylon_sim_vtable *sim);
+const pylon_sim_vtable *pylon_shards_kind(pylon_shards *r, const char *kind);
+
+/* 0 on success; 409 when the id exists; 400 when the kind is unknown or init refused the
+ * config (reason in err). */
+int pylon_shards_create(pylon_shards *r, const char *id, const char *kind, const char *config_json,
+                        const pylon_shard_config *cfg, char *err, size_t errlen);
+/* A new reference (release it), or NULL. */
+pylon_shard *pylon_shards_get(pylon_shards *r, const char *id);
+bool pylon_shards_remove(pylon_shards *r, const char *id);
+/* Every shard's status, malloc'd array (free it); *n entries. */
+pylon_shard_status *pylon_shards_list(pylon_shards *r, size_t *n);
+
+void pylon_shard_release(pylon_shard *s);
+void pylon_shard_status_get(pylon_shard *s, pylon_shard_status *out);
+
+typedef enum {
+    PYLON_SHARD_OK = 0,
+    PYLON_SHARD_STOPPED,
+    PYLON_SHARD_FULL,        /* subscribers at max */
+    PYLON_SHARD_QUEUE_FULL,  /* input queue at max */
+} pylon_shard_result;
+
+/* Any thread. Queues an input; *server_seq is its per-shard sequence number (from 1). */
+pylon_shard_result pylon_shard_input(pylon_shard *s, const char *sid, const char *input_json,
+                                     size_t len, uint64_t client_seq, uint64_t *server_seq);
+/* Any thread. The stream receives one frame per tick from the next tick on. */
+pylon_shard_result pylon_shard_subscribe(pylon_shard *s, pylon_stream *st, const char *sid);
+void pylon_shard_unsubscribe(pylon_shard *s, pylon_stream *st);
+
+#endif

@@ -1,0 +1,303 @@
+/* shard_api.c — see shard_api.h. */
+#include "shards/shard_api.h"
+
+#include "actors/reply.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- WebSocket --------------------------------------------------------------------------- */
+
+typedef struct ws_sub {
+    pylon_shard *shard;
+    char sid[64];
+} ws_sub;
+
+static void query_value(const char *q, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    out[0] = '\0';
+    for (const char *p = q; p && *p;) {
+        const char *e = strchr(p, '&');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            char raw[256];
+            snprintf(raw, sizeof raw, "%.*s", (int)(len - nl - 1), p + nl + 1);
+            for (char *c = raw; *c; c++)
+                if (*c == '+') *c = ' '; /* form encoding */
+            pylon_http_pct_decode(raw, strlen(raw), out, cap);
+            return;
+        }
+        p = e ? e + 1 : NULL;
+    }
+}
+
+static void *ws_open(pylon_stream *s, const pylon_stream_open *info)
+{
+    pylon_shard_api *api = info->ctx;
+    pylon_shard *shard = info->shard_id ? pylon_shards_get(api->shards, info->shard_id) : NULL;
+    if (!shard) { /* protocol.md §4.1: dropped without a close frame */
+        pylon_stream_close(s, 0, NULL);
+        return NULL;
+    }
+    char sid[64];
+    query_value(info->req->query, "sid", sid, sizeof sid);
+    if (!sid[0]) snprintf(sid, sizeof sid, "anon");
+    pylon_auth_result who;
+    pylon_auth_resolve_session(api->auth, info->bearer, &who);
+    /* The default authorize_subscribe: the admin, or the user whose id is the sid. */
+    if (!who.id.user_id) {
+        pylon_shard_release(shard);
+        pylon_stream_close(s, 1008, "unauthorized: authenticated user required");
+        return NULL;
+    }
+    if (strcmp(who.id.user_id, sid) != 0) {
+        char why[160];
+        snprintf(why, sizeof why, "unauthorized: subscriber id \"%.40s\" does not match authenticated user",
+                 sid);
+        pylon_shard_release(shard);
+        pylon_stream_close(s, 1008, why);
+        return NULL;
+    }
+    pylon_shard_result r = pylon_shard_subscribe(shard, s, sid);
+    if (r != PYLON_SHARD_OK) {
+        pylon_shard_release(shard);
+        pylon_stream_close(s, 1013,
+                           r == PYLON_SHARD_FULL ? "shard is at max subscribers" : "shard is stopped");
+        return NULL;
+    }
+    ws_sub *sub = calloc(1, sizeof *sub);
+    if (!sub) {
+        pylon_shard_unsubscribe(shard, s);
+        pylon_shard_release(shard);
+        pylon_stream_close(s, 1013, "server out of memory");
+        return NULL;
+    }
+    sub->shard = shard;
+    snprintf(sub->sid, sizeof sub->sid, "%s", sid);
+    return sub;
+}
+
+static void ws_message(void *user, pylon_stream *s, bool binary, const uint8_t *data, size_t len)
+{
+    (void)s;
+    (void)binary; /* binary frames are read as UTF-8 JSON too (protocol.md §4.3) */
+    ws_sub *sub = user;
+    if (!sub) return;
+    json_t *j = json_loadb((const char *)data, len, 0, NULL);
+    json_t *input = json_object_get(j, "input");
+    json_t *cseq = json_object_get(j, "client_seq");
+    if (json_is_object(j) && (!cseq || json_is_integer(cseq))) {
+        char *text = json_dumps(input ? input : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+        if (text)
+            pylon_shard_input(sub->shard, sub->sid, text, strlen(text),
+                              cseq ? (uint64_t)json_integer_value(cseq) : 0, NULL);
+        free(text);
+    } else {
+        /* malformed: dropped (the connection survives); counted by the shard */
+        pylon_shard_input(sub->shard, sub->sid, "!", 1, 0, NULL);
+    }
+    json_decref(j);
+}
+
+static void ws_close(void *user, pylon_stream *s)
+{
+    ws_sub *sub = user;
+    if (!sub) return;
+    pylon_shard_unsubscribe(sub->shard, s);
+    pylon_shard_release(sub->shard);
+    free(sub);
+}
+
+void pylon_shard_ws_handlers(pylon_shard_api *api, pylon_stream_handlers *out)
+{
+    *out = (pylon_stream_handlers){.on_open = ws_open,
+                                   .on_message = ws_message,
+                                   .on_close = ws_close,
+                                   .backlog_policy = PYLON_BACKLOG_SKIP,
+                                   .ctx = api};
+}
+
+/* ---- HTTP -------------------------------------------------------------------------------- */
+
+static json_t *status_json(const pylon_shard_status *st)
+{
+    return json_pack("{s:s,s:s,s:b,s:I,s:i,s:i,s:I,s:I}", "id", st->id, "kind", st->kind,
+                     "running", st->running, "tick", (json_int_t)st->tick, "subscribers",
+                     (int)st->subscribers, "input_queue", (int)st->input_queue, "inputs_dropped",
+                     (json_int_t)st->inputs_dropped, "frames_skipped",
+                     (json_int_t)st->frames_skipped);
+}
+
+static bool admin_only(pylon_shard_api *api, pylon_http_exchange *ex)
+{
+    pylon_auth_result who;
+    pylon_auth_resolve(api->auth, pylon_http_request_of(ex), &who);
+    if (who.id.is_admin) return true;
+    pylon_http_respond_error(ex, 403, "FORBIDDEN",
+                             "this endpoint requires admin auth (PYLON_ADMIN_TOKEN)", NULL);
+    return false;
+}
+
+static uint32_t cfg_u32(json_t *body, const char *key, uint32_t def, bool *bad)
+{
+    json_t *v = json_object_get(body, key);
+    if (!v) return def;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1000000) {
+        *bad = true;
+        return def;
+    }
+    return (uint32_t)json_integer_value(v);
+}
+
+static void create(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_shard_api *api = ctx;
+    if (!admin_only(api, ex)) return;
+    const pylon_http_request *req = pylon_http_request_of(ex);
+    json_t *body = json_loadb((const char *)req->body, req->body_len, 0, NULL);
+    const char *id = json_string_value(json_object_get(body, "id"));
+    const char *kind = json_string_value(json_object_get(body, "kind"));
+    json_t *config = json_object_get(body, "config");
+    pylon_shard_config cfg = PYLON_SHARD_CONFIG_DEFAULT;
+    bool bad = !json_is_object(body) || !id || !*id || strlen(id) > 100 || (config && !json_is_object(config));
+    cfg.tick_rate_hz = cfg_u32(body, "tick_rate_hz", cfg.tick_rate_hz, &bad);
+    cfg.max_subscribers = cfg_u32(body, "max_subscribers", cfg.max_subscribers, &bad);
+    cfg.idle_ticks_before_shutdown =
+        cfg_u32(body, "idle_ticks_before_shutdown", cfg.idle_ticks_before_shutdown, &bad);
+    cfg.max_input_queue = cfg_u32(body, "max_input_queue", cfg.max_input_queue, &bad);
+    if (bad || cfg.tick_rate_hz > 1000) {
+        json_decref(body);
+        pylon_http_respond_error(ex, 400, "INVALID_DATA",
+                                 "Expected {\"id\": \"…\", \"kind\": \"arena\", \"config\": {…}, "
+                                 "\"tick_rate_hz\": 0..1000, \"max_subscribers\", "
+                                 "\"idle_ticks_before_shutdown\", \"max_input_queue\"}",
+                                 NULL);
+        return;
+    }
+    char *config_text = config ? json_dumps(config, JSON_COMPACT) : NULL;
+    char err[300];
+    int rc = pylon_shards_create(api->shards, id, kind ? kind : "arena", config_text, &cfg, err,
+                                 sizeof err);
+    free(config_text);
+    if (rc == 0) {
+        pylon_shard *s = pylon_shards_get(api->shards, id);
+        pylon_shard_status st;
+        pylon_shard_status_get(s, &st);
+        pylon_shard_release(s);
+        pylon_reply_json(ex, 201, status_json(&st), NULL);
+    } else {
+        pylon_http_respond_error(ex, rc, rc == 409 ? "SHARD_EXISTS" : rc == 400 ? "INVALID_DATA" : "OVERLOADED",
+                                 err, NULL);
+    }
+    json_decref(body);
+}
+
+static void list(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_shard_api *api = ctx;
+    if (!admin_only(api, ex)) return;
+    size_t n;
+    pylon_shard_status *all = pylon_shards_list(api->shards, &n);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(arr, status_json(&all[i]));
+    free(all);
+    pylon_reply_json(ex, 200, arr, NULL);
+}
+
+static pylon_shard *shard_or_404(pylon_shard_api *api, pylon_http_exchange *ex)
+{
+    char id[128];
+    pylon_http_param(ex, 0, id, sizeof id);
+    pylon_shard *s = pylon_shards_get(api->shards, id);
+    if (!s) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "No shard \"%.100s\"", id);
+        pylon_http_respond_error(ex, 404, "SHARD_NOT_FOUND", msg, NULL);
+    }
+    return s;
+}
+
+static void get(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_shard *s = shard_or_404(ctx, ex);
+    if (!s) return;
+    pylon_shard_status st;
+    pylon_shard_status_get(s, &st);
+    pylon_shard_release(s);
+    pylon_reply_json(ex, 200, status_json(&st), NULL);
+}
+
+static void remove_shard(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_shard_api *api = ctx;
+    if (!admin_only(api, ex)) return;
+    char id[128];
+    pylon_http_param(ex, 0, id, sizeof id);
+    if (!pylon_shards_remove(api->shards, id)) {
+        pylon_http_respond_error(ex, 404, "SHARD_NOT_FOUND", "No such shard", NULL);
+        return;
+    }
+    pylon_reply_json(ex, 200, json_pack("{s:b}", "deleted", 1), NULL);
+}
+
+static void input(pylon_http_exchange *ex, void *ctx)
+{
+    pylon_shard_api *api = ctx;
+    const pylon_http_request *req = pylon_http_request_of(ex);
+    json_t *body = json_loadb((const char *)req->body, req->body_len, 0, NULL);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        pylon_http_respond_error(ex, 400, "INVALID_JSON", "The body must be {\"input\": …}", NULL);
+        return;
+    }
+    pylon_shard *s = shard_or_404(api, ex);
+    if (!s) {
+        json_decref(body);
+        return;
+    }
+    pylon_auth_result who;
+    pylon_auth_resolve(api->auth, req, &who);
+    const char *named = json_string_value(json_object_get(body, "subscriber_id"));
+    /* The sid is checked against the caller (the original did not): a user inputs as itself. */
+    const char *sid = named ? named : who.id.user_id;
+    if (!sid || (!who.id.is_admin && (!who.id.user_id || strcmp(sid, who.id.user_id) != 0))) {
+        json_decref(body);
+        pylon_shard_release(s);
+        pylon_http_respond_error(ex, 403, "UNAUTHORIZED",
+                                 "Inputs are sent as the signed-in user (subscriber_id must be "
+                                 "your user id)",
+                                 NULL);
+        return;
+    }
+    json_t *cseq = json_object_get(body, "client_seq");
+    char *text = json_dumps(json_object_get(body, "input") ? json_object_get(body, "input")
+                                                            : json_null(),
+                            JSON_COMPACT | JSON_ENCODE_ANY);
+    uint64_t seq = 0;
+    pylon_shard_result r = text ? pylon_shard_input(s, sid, text, strlen(text),
+                                                    json_is_integer(cseq) ? (uint64_t)json_integer_value(cseq) : 0,
+                                                    &seq)
+                                : PYLON_SHARD_QUEUE_FULL;
+    free(text);
+    json_decref(body);
+    pylon_shard_release(s);
+    if (r == PYLON_SHARD_OK)
+        pylon_reply_json(ex, 200, json_pack("{s:b,s:I}", "accepted", 1, "seq", (json_int_t)seq), NULL);
+    else
+        pylon_http_respond_error(ex, 400, "INPUT_REJECTED",
+                                 r == PYLON_SHARD_STOPPED ? "The shard is stopped"
+                                                          : "The shard's input queue is full",
+                                 NULL);
+}
+
+bool pylon_shard_routes(pylon_router *r, pylon_shard_api *api)
+{
+    return pylon_router_add_inline(r, PYLON_M_POST, "/api/shards", create, api) &&
+           pylon_router_add_inline(r, PYLON_M_GET, "/api/shards", list, api) &&
+           pylon_router_add_inline(r, PYLON_M_GET, "/api/shards/:id", get, api) &&
+           pylon_router_add_inline(r, PYLON_M_DELETE, "/api/shards/:id", remove_shard, api) &&
+           pylon_router_add_inline(r, PYLON_M_POST, "/api/shards/:id/input", input, api);
+}
