@@ -486,6 +486,16 @@ static pylon_store_conn *sq_open(const char *target, bool writer, const pylon_ma
             return NULL;
         }
         free(summary);
+        /* The sync layer's bookkeeping: the compaction boundary, and the per-row index the
+         * compaction walks. */
+        if (!exec(c,
+                  "CREATE TABLE IF NOT EXISTS _pylon_meta (key TEXT PRIMARY KEY, value INTEGER);"
+                  "CREATE INDEX IF NOT EXISTS _pylon_changes_row ON _pylon_changes (entity, "
+                  "row_id, seq);",
+                  err)) {
+            sq_close(c);
+            return NULL;
+        }
     }
     return c;
 }
@@ -976,11 +986,22 @@ static bool sq_op_seen(pylon_store_conn *c, const char *op_id, bool *seen, pylon
     return rc == SQLITE_ROW || rc == SQLITE_DONE || step_error(c, rc, "QUERY_FAILED", err);
 }
 
+/* Retention compacts rather than forgets: up to `upto`, only the latest event of each row
+ * stays, as an insert carrying the full row, and rows deleted by then disappear. A pull from 0
+ * therefore still rebuilds every live row, while a cursor inside the compacted range can no
+ * longer be continued (410). The boundary is kept in _pylon_meta. */
 static bool sq_trim_changes(pylon_store_conn *c, int64_t upto, pylon_store_error *err)
 {
-    static const char *const sql[] = {"DELETE FROM _pylon_changes WHERE seq <= ?",
-                                      "DELETE FROM _pylon_op_ids WHERE seq <= ?"};
-    for (int i = 0; i < 2; i++) {
+    static const char *const sql[] = {
+        "DELETE FROM _pylon_changes WHERE seq <= ?1 AND EXISTS (SELECT 1 FROM _pylon_changes n "
+        "WHERE n.entity = _pylon_changes.entity AND n.row_id = _pylon_changes.row_id AND "
+        "n.seq > _pylon_changes.seq)",
+        "DELETE FROM _pylon_changes WHERE seq <= ?1 AND kind = 'delete'",
+        "UPDATE _pylon_changes SET kind = 'insert', fields = NULL WHERE seq <= ?1 AND kind = "
+        "'update'",
+        "DELETE FROM _pylon_op_ids WHERE seq <= ?1",
+        "INSERT OR REPLACE INTO _pylon_meta (key, value) VALUES ('compacted_upto', ?1)"};
+    for (int i = 0; i < 5; i++) {
         sqlite3_stmt *st = prepare(c, sql[i], err);
         if (!st) return false;
         sqlite3_bind_int64(st, 1, upto);
@@ -994,12 +1015,14 @@ static bool sq_trim_changes(pylon_store_conn *c, int64_t upto, pylon_store_error
 static bool sq_changes_since(pylon_store_conn *c, int64_t since, int64_t limit, json_t **rows,
                              int64_t *oldest, pylon_store_error *err)
 {
-    sqlite3_stmt *st = prepare(c, "SELECT MIN(seq) FROM _pylon_changes", err);
+    /* The first seq that was not compacted: cursors before it cannot be continued. */
+    sqlite3_stmt *st =
+        prepare(c, "SELECT value FROM _pylon_meta WHERE key = 'compacted_upto'", err);
     if (!st) return false;
     int rc = sqlite3_step(st);
-    *oldest = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    *oldest = (rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0) + 1;
     sqlite3_reset(st);
-    if (rc != SQLITE_ROW) return step_error(c, rc, "QUERY_FAILED", err);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return step_error(c, rc, "QUERY_FAILED", err);
     st = prepare(c,
                  "SELECT seq, entity, row_id, kind, fields, data, ts FROM _pylon_changes "
                  "WHERE seq > ? ORDER BY seq LIMIT ?",

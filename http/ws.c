@@ -183,7 +183,9 @@ static bool stream_write(pylon_stream *s, pylon_buf *buf)
         pylon_buf_release(buf);
         return false;
     }
-    if (c->queued + buf->len > c->io->srv->opt.stream_max_backlog) {
+    /* Over the bound only with something already waiting: one large frame to a client that
+     * keeps up is not a backlog. */
+    if (c->queued > 0 && c->queued + buf->len > c->io->srv->opt.stream_max_backlog) {
         pylon_buf_release(buf);
         if (s->h && s->h->backlog_policy == PYLON_BACKLOG_SKIP) return false;
         stream_close_now(c, 1013, "send backlog full: reconnect and pull");

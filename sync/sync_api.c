@@ -75,8 +75,9 @@ static void run_pull(pylon_read_req *req, const pylon_store_backend *b, pylon_st
                      : "cursor last_seq=%lld is older than the oldest retained seq=%lld; client "
                        "must re-sync",
                  (long long)j->since, (long long)(j->since > head ? head : front));
+        /* protocol.md §1.3: ahead of the head, the oldest valid cursor is head+1. */
         json_t *e = json_pack("{s:{s:s,s:s,s:I}}", "error", "code", "RESYNC_REQUIRED", "message",
-                              msg, "oldest_seq", (json_int_t)front);
+                              msg, "oldest_seq", (json_int_t)(j->since > head ? head + 1 : front));
         pylon_reply_json(j->ex, 410, e, NULL);
         json_decref(rows);
         free(j);
@@ -246,8 +247,11 @@ static void push(pylon_http_exchange *ex, void *ctx)
     p->api = api;
     p->ex = ex;
     pylon_auth_resolve(api->auth, rq, &p->who);
-    /* Ops are taken in order up to the first one refused before the write. */
+    /* Ops are taken in order up to the first one refused before the write. A `_pending_` id
+     * inserted earlier in the same push stands for the server id it got (the stock clients
+     * edit their optimistic rows before the first push lands). */
     size_t used = 0;
+    json_t *pending_ids = json_object();
     for (size_t i = 0; i < n; i++) {
         json_t *c = json_array_get(changes, i);
         const char *kind = json_string_value(json_object_get(c, "kind"));
@@ -278,7 +282,10 @@ static void push(pylon_http_exchange *ex, void *ctx)
         char fresh[PYLON_ID_LEN + 1];
         if (op->kind == PYLON_CHANGE_INSERT && strncmp(row_id, "_pending_", 9) == 0) {
             pylon_id_new(fresh); /* a placeholder the client replaces on its next pull */
+            json_object_set_new(pending_ids, row_id, json_string(fresh));
             row_id = fresh;
+        } else if (json_object_get(pending_ids, row_id)) {
+            row_id = json_string_value(json_object_get(pending_ids, row_id));
         }
         op->id = strdup(row_id);
         op->op_id = op_id ? strdup(op_id) : NULL;
@@ -288,6 +295,7 @@ static void push(pylon_http_exchange *ex, void *ctx)
         }
     }
     json_decref(body);
+    json_decref(pending_ids);
     req->nops = used;
     req->stop_on_error = true;
     req->ctx = p;

@@ -643,7 +643,7 @@ describe('sync: back-pressure (PYLON_WS_MAX_BACKLOG=4096)', { timeout: 40000 }, 
     assertStrictlyIncreasing(live);
   });
 
-  // Fails against the server of 458c296: http/ws.c stream_write() refuses any frame with
+  // Fails against the server of e749367: http/ws.c stream_write() refuses any frame with
   // `c->queued + len > stream_max_backlog` even when nothing is queued, so one event bigger than
   // PYLON_WS_MAX_BACKLOG closes every subscriber with 1013 (and again after every reconnect).
   it('4b. a single event larger than the backlog bound still reaches an idle, reading client', async () => {
@@ -689,8 +689,11 @@ describe('sync: retention and 410 (PYLON_CHANGELOG_RETAIN=10)', { timeout: 30000
       const r = await httpJson(port, 'GET', `/api/sync/pull?${q}`, { token: tok });
       assert.equal(r.status, 200, `pull ?${q} must never be 410: ${r.body}`);
     }
+    // Retention compacts (the latest event of each live row stays, as an insert), so a pull
+    // from 0 still starts at the beginning and rebuilds every row; the page ends at the head.
     const r0 = await httpJson(port, 'GET', '/api/sync/pull?since=0', { token: tok });
-    assert.equal(r0.json.changes[0].seq, r1.json.error.oldest_seq, 'since=0 starts at the oldest retained event');
+    assert.equal(r0.json.changes[0].seq, 1, 'since=0 starts at the first (compacted) event');
+    assert.equal(r0.json.changes[0].kind, 'insert');
     assert.equal(r0.json.cursor.last_seq, head);
     assert.equal(r0.json.has_more, false);
 
@@ -708,7 +711,7 @@ describe('sync: retention and 410 (PYLON_CHANGELOG_RETAIN=10)', { timeout: 30000
     assert.equal(early.cursor, head);
   });
 
-  // Fails against the server of 458c296: retention deletes the insert events of rows that still
+  // Fails against the server of e749367: retention deletes the insert events of rows that still
   // exist and nothing re-seeds them, so a pull from since=0 (a new device, or the 410 recovery)
   // only sees rows written in the last PYLON_CHANGELOG_RETAIN events.
   it('6b. after a 410 the stock client\'s recovery (clear, pull from 0) rebuilds every existing row', async () => {
