@@ -16,6 +16,7 @@
 #define MAX_CATCHUP 2 /* after a stall, at most this many extra ticks are run at once */
 
 const pylon_sim_vtable *pylon_sim_arena(void);
+const pylon_sim_vtable *pylon_sim_turns(void);
 
 enum { MSG_TICK = 1, MSG_INPUT, MSG_SUBSCRIBE, MSG_UNSUBSCRIBE };
 
@@ -348,6 +349,7 @@ pylon_shards *pylon_shards_new(pylon_runtime *rt)
     r->rt = rt;
     pthread_rwlock_init(&r->lock, NULL);
     pylon_shards_add_kind(r, pylon_sim_arena());
+    pylon_shards_add_kind(r, pylon_sim_turns());
     return r;
 }
 

@@ -98,6 +98,7 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->ws_url = pylon_env_get("PYLON_WS_URL");
     cfg->sse_url = pylon_env_get("PYLON_SSE_URL");
     cfg->shard_url = pylon_env_get("PYLON_SHARD_URL");
+    cfg->shard_plugins = pylon_env_get("PYLON_SHARD_PLUGINS");
 
     if (!pylon_env_int("PYLON_WORKERS", 0, 0, 256, &v, &e)) goto bad;
     cfg->workers = (unsigned)v; /* 0: one per core */

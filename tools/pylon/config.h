@@ -28,6 +28,7 @@ typedef struct pylon_config {
     bool admin_token_generated; /* pylon dev made one up; printed once at start */
     const char *cors_origin, *csrf_origins;
     const char *ws_url, *sse_url, *shard_url;
+    const char *shard_plugins; /* PYLON_SHARD_PLUGINS */
     unsigned workers;
     unsigned read_pool;
     unsigned drain_secs;

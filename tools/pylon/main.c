@@ -21,6 +21,7 @@
 #include "http/guard.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "shards/plugins.h"
 #include "shards/shard_api.h"
 #include "sync/hub.h"
 #include "sync/rooms.h"
@@ -143,6 +144,10 @@ static int serve(const pylon_config *cfg)
     pylon_auth *auth = NULL;
     pylon_hub *hub = NULL;
     pylon_shards *shards = pylon_shards_new(rt);
+    if (!shards || !pylon_plugins_load(shards, cfg->shard_plugins, err, sizeof err)) {
+        pylon_log_error("pylon", "%s", shards ? err : "out of memory");
+        goto out;
+    }
     pylon_store_error serr = {0};
 
     /* The manifest: an invalid one stops the start with every problem and where it is. */

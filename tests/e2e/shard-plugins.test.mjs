@@ -1,0 +1,119 @@
+// shard-plugins.test.mjs — simulations from shared objects (PYLON_SHARD_PLUGINS) and the
+// built-in turn-based simulation with tick_rate_hz 0 (ticks only when inputs arrive).
+
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+
+import { request, sleep } from './lib/http.mjs';
+import { PYLON_BIN, freePortBlock, runPylon, startPylon } from './lib/server.mjs';
+
+const ADMIN = 'c0ffee'.repeat(10) + 'c0ff';
+const PLUGIN = process.env.PYLON_COUNTER_PLUGIN ||
+  path.resolve(path.dirname(PYLON_BIN), '..', 'examples', 'libpylon_counter.so');
+const auth = { authorization: `Bearer ${ADMIN}` };
+
+async function status(port, id) {
+  return (await request(port, { path: `/api/shards/${id}` })).json;
+}
+
+async function waitFor(fn, ms = 3000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await fn()) return true;
+    await sleep(25);
+  }
+  return fn();
+}
+
+describe('shard plugins', { timeout: 30000 }, () => {
+  it('a bad plugin refuses the start with one line naming it', async () => {
+    const port = await freePortBlock();
+    const missing = await runPylon(['dev'], { env: { PYLON_PORT: port, PYLON_SHARD_PLUGINS: '/no/such/plugin.so' } });
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /PYLON_SHARD_PLUGINS: cannot load \/no\/such\/plugin\.so/);
+    const notPlugin = await runPylon(['dev'], { env: { PYLON_PORT: port, PYLON_SHARD_PLUGINS: '/lib/x86_64-linux-gnu/libm.so.6' } });
+    assert.equal(notPlugin.code, 1);
+    assert.match(notPlugin.stderr, /does not export pylon_sim_plugin/);
+    const twice = await runPylon(['dev'], { env: { PYLON_PORT: port, PYLON_SHARD_PLUGINS: `${PLUGIN},${PLUGIN}` } });
+    assert.equal(twice.code, 1);
+    assert.match(twice.stderr, /kind "counter" is already loaded/);
+  });
+
+  it('the example plugin loads and runs event-driven until it finishes', async () => {
+    const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN, PYLON_SHARD_PLUGINS: PLUGIN } });
+    try {
+      const c = await request(srv.port, {
+        method: 'POST', path: '/api/shards', headers: auth,
+        body: JSON.stringify({ id: 'c1', kind: 'counter', config: { goal: 5 }, tick_rate_hz: 0 }),
+      });
+      assert.equal(c.status, 201, c.body);
+      assert.equal(c.json.kind, 'counter');
+      await sleep(200);
+      assert.equal((await status(srv.port, 'c1')).tick, 0, 'no input, no tick (event-driven)');
+      const seqs = [];
+      for (let i = 0; i < 3; i++) {
+        const r = await request(srv.port, {
+          method: 'POST', path: '/api/shards/c1/input', headers: auth,
+          body: JSON.stringify({ input: { add: 2 }, subscriber_id: 'p1' }),
+        });
+        assert.equal(r.status, 200, r.body);
+        seqs.push(r.json.seq);
+      }
+      assert.deepEqual(seqs, [1, 2, 3]);
+      assert.ok(await waitFor(async () => (await status(srv.port, 'c1')).running === false),
+        'the counter reached its goal and the shard finished');
+      const bad = await request(srv.port, {
+        method: 'POST', path: '/api/shards/c1/input', headers: auth,
+        body: JSON.stringify({ input: { add: 1 }, subscriber_id: 'p1' }),
+      });
+      assert.equal(bad.status, 400);
+      assert.equal(bad.json.error.code, 'INPUT_REJECTED');
+    } finally {
+      await srv.dispose();
+    }
+  });
+});
+
+describe('turn-based simulation (tick_rate_hz 0)', { timeout: 30000 }, () => {
+  it('plays to a winner, refusing moves out of turn, then finishes', async () => {
+    const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN } });
+    try {
+      const c = await request(srv.port, {
+        method: 'POST', path: '/api/shards', headers: auth,
+        body: JSON.stringify({ id: 'g1', kind: 'turns', config: { goal: 7 }, tick_rate_hz: 0 }),
+      });
+      assert.equal(c.status, 201, c.body);
+      const send = (sid, input) => request(srv.port, {
+        method: 'POST', path: '/api/shards/g1/input', headers: auth,
+        body: JSON.stringify({ input, subscriber_id: sid }),
+      });
+      await send('alice', { join: true });
+      await send('bob', { join: true });
+      await send('bob', { add: 3 }); // out of turn: dropped
+      await send('alice', { add: 3 }); // 3
+      await send('bob', { add: 3 }); // 6
+      await send('alice', { add: 1 }); // 7: alice wins
+      assert.ok(await waitFor(async () => (await status(srv.port, 'g1')).running === false));
+      const st = await status(srv.port, 'g1');
+      assert.equal(st.inputs_dropped, 1, 'the move out of turn was dropped');
+      assert.ok(st.tick >= 1 && st.tick <= 6, `one tick per batch of inputs: ${st.tick}`);
+    } finally {
+      await srv.dispose();
+    }
+  });
+
+  it('an unknown kind and a bad config are refused', async () => {
+    const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN } });
+    try {
+      const k = await request(srv.port, { method: 'POST', path: '/api/shards', headers: auth, body: JSON.stringify({ id: 'x', kind: 'chess' }) });
+      assert.equal(k.status, 400);
+      assert.match(k.json.error.message, /unknown shard kind "chess"/);
+      const cfg = await request(srv.port, { method: 'POST', path: '/api/shards', headers: auth, body: JSON.stringify({ id: 'y', kind: 'turns', config: { max_players: 99 } }) });
+      assert.equal(cfg.status, 400);
+      assert.match(cfg.json.error.message, /max_players/);
+    } finally {
+      await srv.dispose();
+    }
+  });
+});
