@@ -667,6 +667,10 @@ static int stream_kind_for(const pylon_http_request *req, int listener)
         return PYLON_STREAM_SYNC_WS;
     }
     if (req->method == HTTP_GET && strcmp(req->path, "/events") == 0) return PYLON_STREAM_SSE;
+    if (req->method == HTTP_GET && strncmp(req->path, "/api/shards/", 12) == 0) {
+        size_t n = strlen(req->path);
+        if (n > 20 && strcmp(req->path + n - 8, "/connect") == 0) return PYLON_STREAM_SHARD_SSE;
+    }
     return -1;
 }
 

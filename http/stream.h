@@ -25,6 +25,7 @@ typedef enum {
     PYLON_STREAM_SYNC_WS,
     PYLON_STREAM_SSE,
     PYLON_STREAM_SHARD_WS,
+    PYLON_STREAM_SHARD_SSE, /* GET /api/shards/<id>/connect on the main port */
     PYLON_STREAM_KIND_COUNT
 } pylon_stream_kind;
 
@@ -41,7 +42,17 @@ typedef struct pylon_stream_open {
     void *ctx;            /* the handlers' ctx */
 } pylon_stream_open;
 
+/* What a refused opening request is answered (before any stream byte is sent). */
+typedef struct pylon_stream_refusal {
+    int status; /* 0: accepted */
+    const char *code;
+    char message[200];
+} pylon_stream_refusal;
+
 typedef struct pylon_stream_handlers {
+    /* Optional, loop thread, before the handshake answer: status 0 accepts; anything else is
+     * answered as an ordinary HTTP error (e.g. 401, 404) and no stream opens. */
+    void (*precheck)(const pylon_stream_open *info, pylon_stream_refusal *out);
     /* Loop thread, after the handshake response is queued. Returns the endpoint's state for
      * this stream (e.g. its session actor). May close the stream at once (e.g. 1008). */
     void *(*on_open)(pylon_stream *s, const pylon_stream_open *info);

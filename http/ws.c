@@ -567,11 +567,30 @@ void pylon_stream_begin(pylon_conn *c, pylon_http_exchange *ex, pylon_stream_kin
     io_loop *io = c->io;
     pylon_http_server *srv = io->srv;
     const pylon_http_request *req = &ex->req;
-    bool sse = kind == PYLON_STREAM_SSE;
+    bool sse = kind == PYLON_STREAM_SSE || kind == PYLON_STREAM_SHARD_SSE;
     char token[512] = "", shard[256] = "", proto_echo[600] = "";
     const char *auth = pylon_http_header_get(req, "authorization");
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0) snprintf(token, sizeof token, "%s", auth + 7);
 
+    if (kind == PYLON_STREAM_SHARD_SSE) { /* /api/shards/<id>/connect */
+        const char *start = req->path + 12;
+        size_t len = strlen(start) - 8;
+        pylon_http_pct_decode(start, len, shard, sizeof shard);
+    }
+    const pylon_stream_handlers *h = srv->opt.streams[kind];
+    if (h && h->precheck) {
+        pylon_stream_open pre = {.kind = kind,
+                                 .req = req,
+                                 .bearer = token[0] ? token : NULL,
+                                 .shard_id = shard[0] ? shard : NULL,
+                                 .ctx = h->ctx};
+        pylon_stream_refusal no = {0};
+        h->precheck(&pre, &no);
+        if (no.status) {
+            pylon_http_respond_error(ex, no.status, no.code, no.message, NULL);
+            return;
+        }
+    }
     char head[2048];
     size_t hn;
     if (sse) {

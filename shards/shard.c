@@ -36,6 +36,7 @@ typedef struct sub_msg {
 
 typedef struct subscriber {
     pylon_stream *stream;
+    bool sse; /* GET /api/shards/<id>/connect: "id: <tick>\ndata: <json>\n\n" */
     char sid[64];
 } subscriber;
 
@@ -97,7 +98,7 @@ static void send_snapshots(pylon_shard *s, uint64_t tick)
 {
     typedef struct made {
         uint64_t hash;
-        pylon_buf *frame;
+        pylon_buf *frame, *sse; /* each made on first need */
     } made;
     made local[16], *seen = local;
     size_t nseen = 0, cap = 16;
@@ -106,35 +107,48 @@ static void send_snapshots(pylon_shard *s, uint64_t tick)
         s->snap.len = 0;
         s->sim->snapshot_for(s->state, sub->sid, &s->snap);
         uint64_t h = XXH3_64bits(s->snap.data ? s->snap.data : "", s->snap.len);
-        pylon_buf *frame = NULL;
+        made *mk = NULL;
         for (size_t k = 0; k < nseen; k++)
-            if (seen[k].hash == h) frame = seen[k].frame;
-        if (!frame) {
-            size_t n = 8 + s->snap.len;
-            uint8_t *payload = malloc(n);
-            if (!payload) continue;
-            for (int b = 0; b < 8; b++) payload[b] = (uint8_t)(tick >> (56 - 8 * b));
-            if (s->snap.len) memcpy(payload + 8, s->snap.data, s->snap.len);
-            frame = pylon_ws_frame(2, payload, n);
-            free(payload);
-            if (!frame) continue;
+            if (seen[k].hash == h) mk = &seen[k];
+        if (!mk) {
             if (nseen == cap) {
                 made *bigger = malloc(cap * 2 * sizeof *bigger);
-                if (!bigger) {
-                    pylon_buf_release(frame);
-                    continue;
-                }
+                if (!bigger) continue;
                 memcpy(bigger, seen, nseen * sizeof *seen);
                 if (seen != local) free(seen);
                 seen = bigger;
                 cap *= 2;
             }
-            seen[nseen++] = (made){h, frame};
+            mk = &seen[nseen++];
+            *mk = (made){.hash = h};
         }
-        if (!pylon_stream_send(sub->stream, frame))
+        if (sub->sse && !mk->sse) {
+            char idl[40];
+            int il = snprintf(idl, sizeof idl, "id: %llu\ndata: ", (unsigned long long)tick);
+            mk->sse = pylon_buf_new((size_t)il + s->snap.len + 2);
+            if (mk->sse) {
+                memcpy(mk->sse->data, idl, (size_t)il);
+                if (s->snap.len) memcpy(mk->sse->data + il, s->snap.data, s->snap.len);
+                memcpy(mk->sse->data + il + s->snap.len, "\n\n", 2);
+            }
+        } else if (!sub->sse && !mk->frame) {
+            size_t n = 8 + s->snap.len;
+            uint8_t *payload = malloc(n);
+            if (payload) {
+                for (int b = 0; b < 8; b++) payload[b] = (uint8_t)(tick >> (56 - 8 * b));
+                if (s->snap.len) memcpy(payload + 8, s->snap.data, s->snap.len);
+                mk->frame = pylon_ws_frame(2, payload, n);
+                free(payload);
+            }
+        }
+        pylon_buf *frame = sub->sse ? mk->sse : mk->frame;
+        if (!frame || !pylon_stream_send(sub->stream, frame))
             atomic_fetch_add_explicit(&s->frames_skipped, 1, memory_order_relaxed);
     }
-    for (size_t k = 0; k < nseen; k++) pylon_buf_release(seen[k].frame);
+    for (size_t k = 0; k < nseen; k++) {
+        if (seen[k].frame) pylon_buf_release(seen[k].frame);
+        if (seen[k].sse) pylon_buf_release(seen[k].sse);
+    }
     if (seen != local) free(seen);
 }
 
@@ -226,6 +240,7 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
         }
         subscriber *sub = &s->subs[s->nsubs++];
         sub->stream = sm->stream; /* the reference taken at subscribe */
+        sub->sse = pylon_stream_kind_of(sm->stream) == PYLON_STREAM_SHARD_SSE;
         snprintf(sub->sid, sizeof sub->sid, "%s", sm->sid);
         break;
     }

@@ -111,6 +111,82 @@ static void ws_close(void *user, pylon_stream *s)
     free(sub);
 }
 
+/* ---- SSE: GET /api/shards/<id>/connect?sid= (protocol.md §4.4) --------------------------- */
+
+/* Who subscribes as which sid; NULL sid with the refusal filled in. */
+static bool sse_who(pylon_shard_api *api, const pylon_stream_open *info, char *sid, size_t cap,
+                    pylon_stream_refusal *no)
+{
+    pylon_auth_result who;
+    pylon_auth_resolve(api->auth, info->req, &who);
+    if (!who.id.user_id) {
+        no->status = 401;
+        no->code = "AUTH_REQUIRED";
+        snprintf(no->message, sizeof no->message, "A user session is required");
+        return false;
+    }
+    query_value(info->req->query, "sid", sid, cap);
+    if (!sid[0]) snprintf(sid, cap, "%s", who.id.user_id);
+    if (!who.id.is_admin && strcmp(sid, who.id.user_id) != 0) {
+        no->status = 403;
+        no->code = "UNAUTHORIZED";
+        snprintf(no->message, sizeof no->message,
+                 "subscriber id \"%.60s\" does not match authenticated user", sid);
+        return false;
+    }
+    return true;
+}
+
+static void sse_precheck(const pylon_stream_open *info, pylon_stream_refusal *no)
+{
+    pylon_shard_api *api = info->ctx;
+    pylon_shard *s = info->shard_id ? pylon_shards_get(api->shards, info->shard_id) : NULL;
+    if (!s) {
+        no->status = 404;
+        no->code = "SHARD_NOT_FOUND";
+        snprintf(no->message, sizeof no->message, "No shard \"%.100s\"",
+                 info->shard_id ? info->shard_id : "");
+        return;
+    }
+    char sid[64];
+    if (sse_who(api, info, sid, sizeof sid, no)) {
+        pylon_shard_status st;
+        pylon_shard_status_get(s, &st);
+        if (!st.running) {
+            no->status = 429;
+            no->code = "SUBSCRIBE_FAILED";
+            snprintf(no->message, sizeof no->message, "shard is stopped");
+        }
+    }
+    pylon_shard_release(s);
+}
+
+static void *sse_open(pylon_stream *st, const pylon_stream_open *info)
+{
+    pylon_shard_api *api = info->ctx;
+    pylon_stream_refusal no = {0};
+    ws_sub *sub = calloc(1, sizeof *sub);
+    pylon_shard *s = pylon_shards_get(api->shards, info->shard_id);
+    if (!sub || !s || !sse_who(api, info, sub->sid, sizeof sub->sid, &no) ||
+        pylon_shard_subscribe(s, st, sub->sid) != PYLON_SHARD_OK) {
+        free(sub);
+        if (s) pylon_shard_release(s);
+        pylon_stream_close(st, 0, NULL); /* the precheck passed a moment ago: a race, not a bug */
+        return NULL;
+    }
+    sub->shard = s;
+    return sub;
+}
+
+void pylon_shard_sse_handlers(pylon_shard_api *api, pylon_stream_handlers *out)
+{
+    *out = (pylon_stream_handlers){.precheck = sse_precheck,
+                                   .on_open = sse_open,
+                                   .on_close = ws_close,
+                                   .backlog_policy = PYLON_BACKLOG_SKIP,
+                                   .ctx = api};
+}
+
 void pylon_shard_ws_handlers(pylon_shard_api *api, pylon_stream_handlers *out)
 {
     *out = (pylon_stream_handlers){.on_open = ws_open,

@@ -26,5 +26,7 @@ typedef struct pylon_shard_api {
 
 bool pylon_shard_routes(pylon_router *r, pylon_shard_api *api);
 void pylon_shard_ws_handlers(pylon_shard_api *api, pylon_stream_handlers *out);
+/* GET /api/shards/<id>/connect?sid=: the same snapshots as SSE events "id: <tick>". */
+void pylon_shard_sse_handlers(pylon_shard_api *api, pylon_stream_handlers *out);
 
 #endif

@@ -117,3 +117,40 @@ describe('turn-based simulation (tick_rate_hz 0)', { timeout: 30000 }, () => {
     }
   });
 });
+
+describe('shard SSE (GET /api/shards/<id>/connect)', { timeout: 30000 }, () => {
+  it('streams the snapshots as events with the tick as id; refuses without a session or shard', async () => {
+    const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN } });
+    try {
+      const c = await request(srv.port, { method: 'POST', path: '/api/shards', headers: auth, body: JSON.stringify({ id: 's1', kind: 'arena', tick_rate_hz: 50 }) });
+      assert.equal(c.status, 201, c.body);
+      const anon = await request(srv.port, { path: '/api/shards/s1/connect' });
+      assert.equal(anon.status, 401);
+      assert.equal(anon.json.error.code, 'AUTH_REQUIRED');
+      const none = await request(srv.port, { path: '/api/shards/nope/connect', headers: auth });
+      assert.equal(none.status, 404);
+      assert.equal(none.json.error.code, 'SHARD_NOT_FOUND');
+      const g = await request(srv.port, { method: 'POST', path: '/api/auth/guest' });
+      const other = await request(srv.port, { path: '/api/shards/s1/connect?sid=someone', headers: { authorization: `Bearer ${g.json.token}` } });
+      assert.equal(other.status, 403);
+      const res = await fetch(`http://127.0.0.1:${srv.port}/api/shards/s1/connect`, { headers: { authorization: `Bearer ${g.json.token}` } });
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type'), /text\/event-stream/);
+      const reader = res.body.getReader();
+      let text = '';
+      const end = Date.now() + 3000;
+      while ((text.match(/\nid: \d+\ndata: /g) || []).length < 5 && Date.now() < end) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+      await reader.cancel();
+      const ticks = [...text.matchAll(/id: (\d+)\ndata: (.*)\n\n/g)].map((m) => [Number(m[1]), JSON.parse(m[2])]);
+      assert.ok(ticks.length >= 5, text);
+      for (let i = 1; i < ticks.length; i++) assert.equal(ticks[i][0], ticks[i - 1][0] + 1, 'ticks rise by one');
+      assert.ok(Array.isArray(ticks[0][1].players));
+    } finally {
+      await srv.dispose();
+    }
+  });
+});

@@ -239,11 +239,12 @@ static int serve(const pylon_config *cfg)
                              .rate_window_s = cfg->rate_window_s,
                              .trust_proxy_hops = cfg->trust_proxy_hops};
     guard = pylon_guard_new(&gc);
-    pylon_stream_handlers sync_ws, sse, shard_ws;
+    pylon_stream_handlers sync_ws, sse, shard_ws, shard_sse;
     pylon_hub_ws_handlers(hub, &sync_ws);
     pylon_hub_sse_handlers(hub, &sse);
     pylon_shard_api shard_api = {.shards = shards, .auth = auth};
     pylon_shard_ws_handlers(&shard_api, &shard_ws);
+    pylon_shard_sse_handlers(&shard_api, &shard_sse);
     if (!pylon_shard_routes(router, &shard_api)) {
         pylon_log_error("pylon", "cannot build the routes (out of memory)");
         goto out;
@@ -269,7 +270,8 @@ static int serve(const pylon_config *cfg)
         .guard = guard,
         .streams = {[PYLON_STREAM_SYNC_WS] = &sync_ws,
                     [PYLON_STREAM_SSE] = &sse,
-                    [PYLON_STREAM_SHARD_WS] = &shard_ws}};
+                    [PYLON_STREAM_SHARD_WS] = &shard_ws,
+                    [PYLON_STREAM_SHARD_SSE] = &shard_sse}};
     if (!guard || !(srv = pylon_http_server_start(&so, err, sizeof err))) {
         pylon_log_error("pylon", "%s", guard ? err : "out of memory");
         goto out;
