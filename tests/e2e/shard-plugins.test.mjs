@@ -154,3 +154,36 @@ describe('shard SSE (GET /api/shards/<id>/connect)', { timeout: 30000 }, () => {
     }
   });
 });
+
+describe('matchmaker', { timeout: 30000 }, () => {
+  it('matches players of one mode in fixed-size groups into a new shard', async () => {
+    const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN, PYLON_MATCH_SIZE: 2 } });
+    try {
+      const guest = async () => (await request(srv.port, { method: 'POST', path: '/api/auth/guest' })).json;
+      const [a, b, c] = [await guest(), await guest(), await guest()];
+      const call = (g, method, p, body) => request(srv.port, { method, path: p, headers: { authorization: `Bearer ${g.token}` }, body: body && JSON.stringify(body) });
+      const anon = await request(srv.port, { method: 'POST', path: '/api/matchmaker/enqueue', body: '{}' });
+      assert.equal(anon.status, 401);
+      assert.deepEqual((await call(a, 'GET', '/api/matchmaker/status')).json, { status: 'idle' });
+      const qa = await call(a, 'POST', '/api/matchmaker/enqueue', { mode: 'duel' });
+      assert.equal(qa.json.status, 'queued');
+      assert.equal(qa.json.position, 0);
+      const qc = await call(c, 'POST', '/api/matchmaker/enqueue', { mode: 'ffa' });
+      assert.equal(qc.json.status, 'queued', 'another mode does not complete the duel');
+      const qb = await call(b, 'POST', '/api/matchmaker/enqueue', { mode: 'duel' });
+      assert.equal(qb.json.status, 'matched');
+      const sa = (await call(a, 'GET', '/api/matchmaker/status')).json;
+      assert.equal(sa.status, 'matched');
+      assert.equal(sa.shard_id, qb.json.shard_id);
+      assert.match(sa.shard_id, /^match_[0-9a-f]+_\d+$/);
+      const shard = await request(srv.port, { path: `/api/shards/${sa.shard_id}` });
+      assert.equal(shard.status, 200);
+      assert.equal(shard.json.kind, 'arena');
+      assert.equal((await call(c, 'GET', '/api/matchmaker/status')).json.status, 'queued');
+      assert.deepEqual((await call(c, 'POST', '/api/matchmaker/dequeue')).json, { dequeued: true });
+      assert.deepEqual((await call(c, 'GET', '/api/matchmaker/status')).json, { status: 'idle' });
+    } finally {
+      await srv.dispose();
+    }
+  });
+});

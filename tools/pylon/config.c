@@ -99,6 +99,7 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->sse_url = pylon_env_get("PYLON_SSE_URL");
     cfg->shard_url = pylon_env_get("PYLON_SHARD_URL");
     cfg->shard_plugins = pylon_env_get("PYLON_SHARD_PLUGINS");
+    cfg->match_kind = pylon_env_str("PYLON_MATCH_KIND", "arena");
 
     if (!pylon_env_int("PYLON_WORKERS", 0, 0, 256, &v, &e)) goto bad;
     cfg->workers = (unsigned)v; /* 0: one per core */
@@ -107,6 +108,8 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     if (!pylon_env_int("PYLON_DRAIN_SECS", 30, 0, 3600, &v, &e)) goto bad;
     cfg->drain_secs = (unsigned)v;
 
+    if (!pylon_env_int("PYLON_MATCH_SIZE", 2, 1, 64, &v, &e)) goto bad;
+    cfg->match_size = (unsigned)v;
     if (!pylon_env_int("PYLON_CHANGELOG_RETAIN", 100000, 1, 1000000000, &v, &e)) goto bad;
     cfg->changelog_retain = v;
     if (!pylon_env_int("PYLON_IO_THREADS", 1, 1, 64, &v, &e)) goto bad;

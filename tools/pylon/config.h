@@ -29,6 +29,8 @@ typedef struct pylon_config {
     const char *cors_origin, *csrf_origins;
     const char *ws_url, *sse_url, *shard_url;
     const char *shard_plugins; /* PYLON_SHARD_PLUGINS */
+    unsigned match_size;       /* PYLON_MATCH_SIZE */
+    const char *match_kind;    /* PYLON_MATCH_KIND */
     unsigned workers;
     unsigned read_pool;
     unsigned drain_secs;

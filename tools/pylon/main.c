@@ -21,6 +21,7 @@
 #include "http/guard.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "shards/matchmaker.h"
 #include "shards/plugins.h"
 #include "shards/shard_api.h"
 #include "sync/hub.h"
@@ -143,9 +144,17 @@ static int serve(const pylon_config *cfg)
     pylon_readers *readers = NULL;
     pylon_auth *auth = NULL;
     pylon_hub *hub = NULL;
+    pylon_matchmaker *matchmaker = NULL;
     pylon_shards *shards = pylon_shards_new(rt);
     if (!shards || !pylon_plugins_load(shards, cfg->shard_plugins, err, sizeof err)) {
         pylon_log_error("pylon", "%s", shards ? err : "out of memory");
+        goto out;
+    }
+    if (!pylon_shards_kind(shards, cfg->match_kind)) {
+        pylon_log_error("pylon",
+                        "PYLON_MATCH_KIND=%s: no simulation of that kind (built in: arena, turns; "
+                        "others come from PYLON_SHARD_PLUGINS)",
+                        cfg->match_kind);
         goto out;
     }
     pylon_store_error serr = {0};
@@ -245,7 +254,9 @@ static int serve(const pylon_config *cfg)
     pylon_shard_api shard_api = {.shards = shards, .auth = auth};
     pylon_shard_ws_handlers(&shard_api, &shard_ws);
     pylon_shard_sse_handlers(&shard_api, &shard_sse);
-    if (!pylon_shard_routes(router, &shard_api)) {
+    pylon_matchmaker_options mo = {.size = cfg->match_size, .kind = cfg->match_kind};
+    if (!(matchmaker = pylon_matchmaker_start(rt, shards, auth, &mo)) ||
+        !pylon_shard_routes(router, &shard_api) || !pylon_matchmaker_routes(router, matchmaker)) {
         pylon_log_error("pylon", "cannot build the routes (out of memory)");
         goto out;
     }
@@ -297,6 +308,7 @@ out:
      * commits what is queued and checkpoints the WAL. */
     pylon_http_server_destroy(srv);
     pylon_readiness_stop(ready);
+    pylon_matchmaker_stop(matchmaker);
     pylon_shards_free(shards);
     pylon_auth_stop(auth);
     pylon_readers_stop(readers);
