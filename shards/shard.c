@@ -4,7 +4,10 @@
 #include "engine/clock.h"
 #include "engine/log.h"
 #include "engine/timer.h"
+#include "shards/replay.h"
 
+#include <errno.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -56,6 +59,8 @@ struct pylon_shard {
     uint64_t idle_ticks;
     uint64_t last_tick_ns;
     pylon_sim_out snap; /* reused snapshot buffer */
+    FILE *rec;          /* replay recording (replay.h); stdio-buffered, so ticks rarely block */
+    char rec_path[512];
     /* any thread */
     _Atomic uint64_t tick, server_seq, inputs_dropped, frames_skipped;
     _Atomic uint32_t nsubs_atomic, queued;
@@ -158,13 +163,24 @@ static void run_tick(pylon_shard *s)
 {
     uint64_t tick = atomic_load(&s->tick) + 1;
     atomic_store(&s->tick, tick);
-    bool had_inputs = s->ninputs > 0;
+    bool had_inputs = s->ninputs > 0, recorded = false;
     for (size_t i = 0; i < s->ninputs; i++) {
         input_msg *in = s->inputs[i];
-        if (!s->sim->apply_input(s->state, in->sid, in->json, in->len, in->client_seq))
+        if (!s->sim->apply_input(s->state, in->sid, in->json, in->len, in->client_seq)) {
             atomic_fetch_add_explicit(&s->inputs_dropped, 1, memory_order_relaxed);
+        } else if (s->rec) { /* only applied inputs: a dropped one changed nothing */
+            json_t *sid = json_string(in->sid);
+            char *sid_text = sid ? json_dumps(sid, JSON_ENCODE_ANY) : NULL;
+            if (!recorded) fprintf(s->rec, "{\"tick\":%llu,\"inputs\":[", (unsigned long long)tick);
+            fprintf(s->rec, "%s[%s,%.*s,%llu]", recorded ? "," : "", sid_text ? sid_text : "\"\"",
+                    (int)in->len, in->json, (unsigned long long)in->client_seq);
+            free(sid_text);
+            json_decref(sid);
+            recorded = true;
+        }
         free(in);
     }
+    if (recorded) fputs("]}\n", s->rec);
     atomic_fetch_sub_explicit(&s->queued, (uint32_t)s->ninputs, memory_order_relaxed);
     s->ninputs = 0;
     uint64_t now = pylon_clock_now_ns();
@@ -186,6 +202,13 @@ static void run_tick(pylon_shard *s)
 static void stop_shard(pylon_shard *s)
 {
     if (!atomic_exchange(&s->running, false)) return;
+    if (s->rec) { /* the end line carries the final state's hash for `pylon replay` */
+        fprintf(s->rec, "{\"end\":%llu,\"hash\":\"%016llx\"}\n",
+                (unsigned long long)atomic_load(&s->tick),
+                (unsigned long long)pylon_sim_state_hash(s->sim, s->state));
+        fclose(s->rec);
+        s->rec = NULL;
+    }
     if (s->timer) {
         pylon_timer_cancel(s->timer);
         s->timer = NULL;
@@ -353,6 +376,7 @@ void pylon_shard_status_get(pylon_shard *s, pylon_shard_status *out)
     out->input_queue = atomic_load(&s->queued);
     out->inputs_dropped = atomic_load(&s->inputs_dropped);
     out->frames_skipped = atomic_load(&s->frames_skipped);
+    snprintf(out->record_path, sizeof out->record_path, "%s", s->rec_path);
 }
 
 /* ---- the registry ------------------------------------------------------------------------ */
@@ -415,12 +439,31 @@ int pylon_shards_create(pylon_shards *r, const char *id, const char *kind, const
         free(s);
         return 400;
     }
+    if (cfg->record_path) {
+        s->rec = fopen(cfg->record_path, "w");
+        if (!s->rec) {
+            snprintf(err, errlen, "cannot record to %s: %s", cfg->record_path, strerror(errno));
+            sim->destroy(s->state);
+            free(s);
+            return 400;
+        }
+        snprintf(s->rec_path, sizeof s->rec_path, "%s", cfg->record_path);
+        json_t *cfgj = json_loads(config_json ? config_json : "{}", 0, NULL);
+        json_t *head = json_pack("{s:i,s:s,s:s,s:i,s:o}", "replay", 1, "kind", sim->kind, "id",
+                                 s->id, "tick_rate_hz", (int)cfg->tick_rate_hz, "config",
+                                 cfgj ? cfgj : json_object());
+        char *text = head ? json_dumps(head, JSON_COMPACT) : NULL;
+        fprintf(s->rec, "%s\n", text ? text : "{}");
+        free(text);
+        json_decref(head);
+    }
     atomic_init(&s->refs, 2); /* the registry's and the actor's */
     atomic_init(&s->running, true);
     pthread_rwlock_wrlock(&r->lock);
     if (find_locked(r, id, NULL)) {
         pthread_rwlock_unlock(&r->lock);
         sim->destroy(s->state);
+        if (s->rec) fclose(s->rec);
         free(s);
         snprintf(err, errlen, "a shard with id \"%s\" exists", id);
         return 409;

@@ -28,9 +28,10 @@ typedef struct pylon_shard_config {
     uint32_t max_subscribers;            /* default 256; 0 = unlimited */
     uint32_t idle_ticks_before_shutdown; /* default 1800; 0 = never */
     uint32_t max_input_queue;            /* default 10 000 */
+    const char *record_path;             /* record inputs for `pylon replay` here; NULL: no */
 } pylon_shard_config;
 
-#define PYLON_SHARD_CONFIG_DEFAULT ((pylon_shard_config){20, 256, 1800, 10000})
+#define PYLON_SHARD_CONFIG_DEFAULT ((pylon_shard_config){20, 256, 1800, 10000, NULL})
 
 typedef struct pylon_shard_status {
     char id[128];
@@ -39,6 +40,7 @@ typedef struct pylon_shard_status {
     uint64_t tick;
     uint32_t subscribers, input_queue;
     uint64_t inputs_dropped, frames_skipped;
+    char record_path[512]; /* "" when not recording */
 } pylon_shard_status;
 
 pylon_shards *pylon_shards_new(pylon_runtime *rt);

@@ -200,11 +200,13 @@ void pylon_shard_ws_handlers(pylon_shard_api *api, pylon_stream_handlers *out)
 
 static json_t *status_json(const pylon_shard_status *st)
 {
-    return json_pack("{s:s,s:s,s:b,s:I,s:i,s:i,s:I,s:I}", "id", st->id, "kind", st->kind,
+    json_t *j = json_pack("{s:s,s:s,s:b,s:I,s:i,s:i,s:I,s:I}", "id", st->id, "kind", st->kind,
                      "running", st->running, "tick", (json_int_t)st->tick, "subscribers",
                      (int)st->subscribers, "input_queue", (int)st->input_queue, "inputs_dropped",
                      (json_int_t)st->inputs_dropped, "frames_skipped",
                      (json_int_t)st->frames_skipped);
+    if (j && st->record_path[0]) json_object_set_new(j, "replay_file", json_string(st->record_path));
+    return j;
 }
 
 static bool admin_only(pylon_shard_api *api, pylon_http_exchange *ex)
@@ -252,6 +254,21 @@ static void create(pylon_http_exchange *ex, void *ctx)
                                  "\"idle_ticks_before_shutdown\", \"max_input_queue\"}",
                                  NULL);
         return;
+    }
+    /* "record": true writes the inputs to <replay dir>/<id>.replay for `pylon replay`. */
+    char record[512];
+    if (json_is_true(json_object_get(body, "record"))) {
+        bool safe = true;
+        for (const char *c = id; *c; c++)
+            if (*c == '/' || *c == '\\' || (c == id && *c == '.')) safe = false;
+        if (!safe) {
+            json_decref(body);
+            pylon_http_respond_error(ex, 400, "INVALID_DATA",
+                                     "A recorded shard's id must be usable as a file name", NULL);
+            return;
+        }
+        snprintf(record, sizeof record, "%s/%s.replay", api->replay_dir, id);
+        cfg.record_path = record;
     }
     char *config_text = config ? json_dumps(config, JSON_COMPACT) : NULL;
     char err[300];

@@ -22,6 +22,7 @@
 typedef struct pylon_shard_api {
     pylon_shards *shards;
     pylon_auth *auth;
+    const char *replay_dir; /* where "record": true shards write (PYLON_REPLAY_DIR) */
 } pylon_shard_api;
 
 bool pylon_shard_routes(pylon_router *r, pylon_shard_api *api);

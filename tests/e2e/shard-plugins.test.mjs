@@ -187,3 +187,44 @@ describe('matchmaker', { timeout: 30000 }, () => {
     }
   });
 });
+
+describe('replay', { timeout: 30000 }, () => {
+  it('a recorded shard replays to the same final state hash; an edited recording does not', async () => {
+    const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN } });
+    let file;
+    try {
+      const c = await request(srv.port, {
+        method: 'POST', path: '/api/shards', headers: auth,
+        body: JSON.stringify({ id: 'rec1', kind: 'arena', tick_rate_hz: 50, record: true, config: { speed: 150 } }),
+      });
+      assert.equal(c.status, 201, c.body);
+      file = path.join(srv.cwd, c.json.replay_file);
+      for (let i = 1; i <= 6; i++) {
+        await request(srv.port, {
+          method: 'POST', path: '/api/shards/rec1/input', headers: auth,
+          body: JSON.stringify({ input: { dx: i / 7, dy: -1 }, subscriber_id: `p${i % 3}`, client_seq: i }),
+        });
+        await sleep(30);
+      }
+      await sleep(200);
+      const d = await request(srv.port, { method: 'DELETE', path: '/api/shards/rec1', headers: auth });
+      assert.equal(d.status, 200);
+      await sleep(200);
+      const fs = await import('node:fs');
+      const lines = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      assert.equal(lines[0].kind, 'arena');
+      assert.ok(lines.some((l) => Array.isArray(l.inputs)), 'inputs were recorded');
+      assert.match(lines.at(-1).hash, /^[0-9a-f]{16}$/);
+      const ok = await runPylon(['replay', file]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.match(ok.stdout, /replay OK: \d+ ticks, final state hash [0-9a-f]{16} matches/);
+      const edited = lines.map((l) => (Array.isArray(l.inputs) ? { ...l, inputs: l.inputs.map(([s, inp, q]) => [s, { ...inp, dy: 1 }, q]) } : l));
+      fs.writeFileSync(file, edited.map((l) => JSON.stringify(l)).join('\n') + '\n');
+      const bad = await runPylon(['replay', file]);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /replay MISMATCH/);
+    } finally {
+      await srv.dispose();
+    }
+  });
+});

@@ -100,6 +100,8 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->shard_url = pylon_env_get("PYLON_SHARD_URL");
     cfg->shard_plugins = pylon_env_get("PYLON_SHARD_PLUGINS");
     cfg->match_kind = pylon_env_str("PYLON_MATCH_KIND", "arena");
+    cfg->replay_dir = pylon_env_str("PYLON_REPLAY_DIR", mode == PYLON_MODE_DEV ? ".pylon/replays"
+                                                                              : "replays");
 
     if (!pylon_env_int("PYLON_WORKERS", 0, 0, 256, &v, &e)) goto bad;
     cfg->workers = (unsigned)v; /* 0: one per core */

@@ -30,6 +30,7 @@ typedef struct pylon_config {
     const char *ws_url, *sse_url, *shard_url;
     const char *shard_plugins; /* PYLON_SHARD_PLUGINS */
     unsigned match_size;       /* PYLON_MATCH_SIZE */
+    const char *replay_dir;    /* PYLON_REPLAY_DIR */
     const char *match_kind;    /* PYLON_MATCH_KIND */
     unsigned workers;
     unsigned read_pool;

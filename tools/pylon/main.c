@@ -23,6 +23,7 @@
 #include "http/server.h"
 #include "shards/matchmaker.h"
 #include "shards/plugins.h"
+#include "shards/replay.h"
 #include "shards/shard_api.h"
 #include "sync/hub.h"
 #include "sync/rooms.h"
@@ -54,6 +55,7 @@ static void usage(FILE *out)
             "                   the server runs)\n"
             "  restore DIR      put a backup back (stop the server first; --yes skips the\n"
             "                   question)\n"
+            "  replay FILE      re-run a recorded shard and check its final state hash\n"
             "  version          print the version\n"
             "  help             print this help\n"
             "\n"
@@ -251,7 +253,10 @@ static int serve(const pylon_config *cfg)
     pylon_stream_handlers sync_ws, sse, shard_ws, shard_sse;
     pylon_hub_ws_handlers(hub, &sync_ws);
     pylon_hub_sse_handlers(hub, &sse);
-    pylon_shard_api shard_api = {.shards = shards, .auth = auth};
+    pylon_shard_api shard_api = {.shards = shards, .auth = auth, .replay_dir = cfg->replay_dir};
+    if (mkdir(cfg->replay_dir, 0755) != 0 && errno != EEXIST)
+        pylon_log_warn("pylon", "PYLON_REPLAY_DIR=%s cannot be created: %s", cfg->replay_dir,
+                       strerror(errno));
     pylon_shard_ws_handlers(&shard_api, &shard_ws);
     pylon_shard_sse_handlers(&shard_api, &shard_sse);
     pylon_matchmaker_options mo = {.size = cfg->match_size, .kind = cfg->match_kind};
@@ -367,6 +372,27 @@ int main(int argc, char **argv)
         }
         return cmd[0] == 'b' ? pylon_backup_run(&cfg, dir, json)
                              : pylon_restore_run(&cfg, dir, yes, json);
+    }
+    if (strcmp(cmd, "replay") == 0) {
+        if (argc != 3) {
+            fprintf(stderr, "pylon replay: which file? e.g. pylon replay .pylon/replays/m1.replay\n");
+            return EXIT_USAGE;
+        }
+        pylon_config cfg;
+        char err[512];
+        if (!pylon_config_load(&cfg, PYLON_MODE_TOOL, NULL, err, sizeof err)) {
+            fprintf(stderr, "pylon: %s\n", err);
+            return 1;
+        }
+        pylon_shards *kinds = pylon_shards_new(NULL);
+        if (!kinds || !pylon_plugins_load(kinds, cfg.shard_plugins, err, sizeof err)) {
+            fprintf(stderr, "pylon: %s\n", kinds ? err : "out of memory");
+            pylon_shards_free(kinds);
+            return 1;
+        }
+        int rc = pylon_replay_run(kinds, argv[2]);
+        pylon_shards_free(kinds);
+        return rc;
     }
     if (strcmp(cmd, "login") == 0 || strcmp(cmd, "deploy") == 0) {
         fprintf(stderr, "pylon %s: Pylon Cloud is not available in a self-hosted build; run "
