@@ -150,6 +150,11 @@ static void metrics(pylon_http_exchange *ex, void *ctx)
             tf(&t, "pylon_persistence_commit_batch_mean %.3f\n",
                pylon_persistence_mean_batch(ops->writer));
         }
+        if (ops->more_prometheus) { /* e.g. the shards' tick histograms */
+            char *more = ops->more_prometheus(ops->more_ctx);
+            if (more) tf(&t, "%s", more);
+            free(more);
+        }
         metric(&t, "pylon_actors", "gauge", "Live actors");
         tf(&t, "pylon_actors %llu\n", (unsigned long long)rs.live_actors);
         metric(&t, "pylon_actor_messages_total", "counter", "Messages delivered to actors");

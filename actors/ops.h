@@ -17,6 +17,9 @@ typedef struct pylon_ops {
     _Atomic(pylon_http_server *) server; /* set once the server runs */
     pylon_runtime *rt;
     pylon_persistence *writer; /* NULL until the database is open */
+    /* More Prometheus text from other modules (malloc'd; NULL for none). */
+    char *(*more_prometheus)(void *ctx);
+    void *more_ctx;
     bool dev;
     const char *admin_token;
     const char *host;

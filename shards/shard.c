@@ -43,6 +43,15 @@ typedef struct subscriber {
     char sid[64];
 } subscriber;
 
+const double pylon_shard_tick_bounds[PYLON_SHARD_TICK_BUCKETS] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 1e300};
+
+/* Counters shared by every shard (relaxed atomics: a shard adds, /metrics reads). */
+typedef struct tick_stats {
+    _Atomic uint64_t duration[PYLON_SHARD_TICK_BUCKETS], lateness[PYLON_SHARD_TICK_BUCKETS];
+    _Atomic uint64_t count, duration_ns, lateness_ns;
+} tick_stats;
+
 struct pylon_shard {
     _Atomic uint32_t refs;
     pylon_actor *actor;
@@ -59,6 +68,7 @@ struct pylon_shard {
     uint64_t idle_ticks;
     uint64_t last_tick_ns;
     pylon_sim_out snap; /* reused snapshot buffer */
+    tick_stats *stats;  /* the registry's */
     FILE *rec;          /* replay recording (replay.h); stdio-buffered, so ticks rarely block */
     char rec_path[512];
     /* any thread */
@@ -69,6 +79,7 @@ struct pylon_shard {
 
 struct pylon_shards {
     pylon_runtime *rt;
+    tick_stats stats;
     pthread_rwlock_t lock;
     pylon_shard **shards;
     size_t n, cap;
@@ -159,6 +170,23 @@ static void send_snapshots(pylon_shard *s, uint64_t tick)
 
 static void stop_shard(pylon_shard *s);
 
+static void bucket(_Atomic uint64_t *b, double secs)
+{
+    int i = 0;
+    while (i < PYLON_SHARD_TICK_BUCKETS - 1 && secs > pylon_shard_tick_bounds[i]) i++;
+    atomic_fetch_add_explicit(&b[i], 1, memory_order_relaxed);
+}
+
+static void record_tick(tick_stats *t, uint64_t duration_ns, uint64_t late_ns)
+{
+    if (!t) return;
+    bucket(t->duration, (double)duration_ns / 1e9);
+    bucket(t->lateness, (double)late_ns / 1e9);
+    atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->duration_ns, duration_ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->lateness_ns, late_ns, memory_order_relaxed);
+}
+
 static void run_tick(pylon_shard *s)
 {
     uint64_t tick = atomic_load(&s->tick) + 1;
@@ -221,8 +249,11 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
     switch (m->type) {
     case MSG_TICK: { /* borrowed: not ours to free */
         if (!atomic_load(&s->running)) return;
+        uint64_t start = pylon_clock_now_ns();
+        uint64_t late = start > pylon_tick_of(m)->deadline_ns ? start - pylon_tick_of(m)->deadline_ns : 0;
         uint32_t due = pylon_tick_of(m)->due;
         for (uint32_t i = 0; i < due && atomic_load(&s->running); i++) run_tick(s);
+        record_tick(s->stats, pylon_clock_now_ns() - start, late);
         return;
     }
     case MSG_INPUT: {
@@ -431,6 +462,7 @@ int pylon_shards_create(pylon_shards *r, const char *id, const char *kind, const
     }
     snprintf(s->id, sizeof s->id, "%s", id);
     s->sim = sim;
+    s->stats = &r->stats;
     s->cfg = *cfg;
     pylon_sim_ctx ctx = {.shard_id = s->id, .tick_rate_hz = cfg->tick_rate_hz,
                          .config_json = config_json ? config_json : "{}"};
@@ -523,6 +555,22 @@ bool pylon_shards_remove(pylon_shards *r, const char *id)
     return s != NULL;
 }
 
+void pylon_shards_metrics(pylon_shards *r, pylon_shard_metrics *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!r) return;
+    for (int i = 0; i < PYLON_SHARD_TICK_BUCKETS; i++) {
+        out->duration[i] = atomic_load_explicit(&r->stats.duration[i], memory_order_relaxed);
+        out->lateness[i] = atomic_load_explicit(&r->stats.lateness[i], memory_order_relaxed);
+    }
+    out->count = atomic_load_explicit(&r->stats.count, memory_order_relaxed);
+    out->duration_sum_s = (double)atomic_load_explicit(&r->stats.duration_ns, memory_order_relaxed) / 1e9;
+    out->lateness_sum_s = (double)atomic_load_explicit(&r->stats.lateness_ns, memory_order_relaxed) / 1e9;
+    pthread_rwlock_rdlock(&r->lock);
+    out->shards = r->n;
+    pthread_rwlock_unlock(&r->lock);
+}
+
 pylon_shard_status *pylon_shards_list(pylon_shards *r, size_t *n)
 {
     pthread_rwlock_rdlock(&r->lock);
@@ -540,4 +588,38 @@ void pylon_shards_free(pylon_shards *r)
     free(r->shards);
     pthread_rwlock_destroy(&r->lock);
     free(r);
+}
+
+char *pylon_shards_prometheus(void *shards)
+{
+    pylon_shard_metrics sm;
+    pylon_shards_metrics(shards, &sm);
+    size_t cap = 4096, n = 0;
+    char *t = malloc(cap);
+    if (!t) return NULL;
+#define PUT(...) n += (size_t)snprintf(t + n, n < cap ? cap - n : 0, __VA_ARGS__)
+    PUT("# HELP pylon_shards Shards in the registry\n# TYPE pylon_shards gauge\npylon_shards %llu\n",
+        (unsigned long long)sm.shards);
+    static const char *const name[2] = {"pylon_shard_tick_duration_seconds",
+                                        "pylon_shard_tick_lateness_seconds"};
+    static const char *const help[2] = {
+        "Time a shard takes per timer tick (inputs, simulation, snapshots)",
+        "How late each tick started after its deadline"};
+    for (int k = 0; k < 2; k++) {
+        PUT("# HELP %s %s\n# TYPE %s histogram\n", name[k], help[k], name[k]);
+        uint64_t cum = 0;
+        for (int i = 0; i < PYLON_SHARD_TICK_BUCKETS; i++) {
+            cum += k ? sm.lateness[i] : sm.duration[i];
+            if (i < PYLON_SHARD_TICK_BUCKETS - 1)
+                PUT("%s_bucket{le=\"%g\"} %llu\n", name[k], pylon_shard_tick_bounds[i],
+                    (unsigned long long)cum);
+            else
+                PUT("%s_bucket{le=\"+Inf\"} %llu\n", name[k], (unsigned long long)cum);
+        }
+        PUT("%s_sum %.6f\n%s_count %llu\n", name[k], k ? sm.lateness_sum_s : sm.duration_sum_s,
+            name[k], (unsigned long long)sm.count);
+    }
+#undef PUT
+    if (n >= cap) t[cap - 1] = '\0'; /* 4 KiB always fits these lines; never overflow anyway */
+    return t;
 }

@@ -61,6 +61,19 @@ bool pylon_shards_remove(pylon_shards *r, const char *id);
 /* Every shard's status, malloc'd array (free it); *n entries. */
 pylon_shard_status *pylon_shards_list(pylon_shards *r, size_t *n);
 
+/* Process-wide tick timing for /metrics: how long ticks take and how late they start. */
+#define PYLON_SHARD_TICK_BUCKETS 10
+extern const double pylon_shard_tick_bounds[PYLON_SHARD_TICK_BUCKETS]; /* seconds; last +Inf */
+typedef struct pylon_shard_metrics {
+    uint64_t duration[PYLON_SHARD_TICK_BUCKETS], lateness[PYLON_SHARD_TICK_BUCKETS];
+    uint64_t count;
+    double duration_sum_s, lateness_sum_s;
+    uint64_t shards;
+} pylon_shard_metrics;
+void pylon_shards_metrics(pylon_shards *r, pylon_shard_metrics *out);
+/* The same as Prometheus text (malloc'd), for /metrics. `shards` is a pylon_shards. */
+char *pylon_shards_prometheus(void *shards);
+
 void pylon_shard_release(pylon_shard *s);
 void pylon_shard_status_get(pylon_shard *s, pylon_shard_status *out);
 

@@ -64,7 +64,7 @@ describe('dev server', { timeout: 30000 }, () => {
     assert.equal(res.status, 200);
     assert.match(res.headers['content-type'], /^text\/plain; version=0\.0\.4/);
     const t = res.body;
-    for (const name of ['pylon_http_requests_total', 'pylon_http_request_duration_seconds_bucket', 'pylon_open_connections'])
+    for (const name of ['pylon_http_requests_total', 'pylon_http_request_duration_seconds_bucket', 'pylon_open_connections', 'pylon_shard_tick_duration_seconds_bucket', 'pylon_shard_tick_lateness_seconds_bucket', 'pylon_changelog_head_seq', 'pylon_persistence_queue_depth', 'pylon_persistence_commit_batch_mean'])
       assert.ok(t.includes(name), `${name} missing`);
     assert.match(t, /^# TYPE pylon_http_requests_total counter$/m);
     assert.match(t, /^pylon_http_requests_total \d+$/m);

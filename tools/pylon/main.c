@@ -228,6 +228,8 @@ static int serve(const pylon_config *cfg)
     }
     pylon_ops ops = {.rt = rt,
                      .writer = writer,
+                     .more_prometheus = pylon_shards_prometheus,
+                     .more_ctx = shards,
                      .dev = cfg->dev,
                      .admin_token = cfg->admin_token,
                      .host = cfg->host,
