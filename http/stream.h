@@ -79,6 +79,8 @@ bool pylon_stream_send(pylon_stream *s, pylon_buf *framed);
 void pylon_stream_close(pylon_stream *s, uint16_t code, const char *reason);
 
 pylon_stream_kind pylon_stream_kind_of(const pylon_stream *s);
+/* Frames dropped so far by the SKIP backlog policy (any thread). */
+uint64_t pylon_stream_skipped(const pylon_stream *s);
 bool pylon_stream_is_open(const pylon_stream *s);
 
 /* Framing helpers. opcode: 1 text, 2 binary. */

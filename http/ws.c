@@ -35,6 +35,7 @@ struct pylon_stream {
     pylon_conn *conn; /* loop thread only; NULL once the connection is gone */
     const pylon_stream_handlers *h;
     void *user;
+    _Atomic uint64_t skipped;
 };
 
 struct ws_state {
@@ -64,6 +65,11 @@ void pylon_stream_release(pylon_stream *s)
 pylon_stream_kind pylon_stream_kind_of(const pylon_stream *s)
 {
     return s->kind;
+}
+
+uint64_t pylon_stream_skipped(const pylon_stream *s)
+{
+    return atomic_load_explicit(&((pylon_stream *)s)->skipped, memory_order_relaxed);
 }
 
 bool pylon_stream_is_open(const pylon_stream *s)
@@ -187,7 +193,10 @@ static bool stream_write(pylon_stream *s, pylon_buf *buf)
      * keeps up is not a backlog. */
     if (c->queued > 0 && c->queued + buf->len > c->io->srv->opt.stream_max_backlog) {
         pylon_buf_release(buf);
-        if (s->h && s->h->backlog_policy == PYLON_BACKLOG_SKIP) return false;
+        if (s->h && s->h->backlog_policy == PYLON_BACKLOG_SKIP) {
+            atomic_fetch_add_explicit(&s->skipped, 1, memory_order_relaxed);
+            return false;
+        }
         stream_close_now(c, 1013, "send backlog full: reconnect and pull");
         return false;
     }

@@ -72,7 +72,7 @@ struct pylon_shard {
     FILE *rec;          /* replay recording (replay.h); stdio-buffered, so ticks rarely block */
     char rec_path[512];
     /* any thread */
-    _Atomic uint64_t tick, server_seq, inputs_dropped, frames_skipped;
+    _Atomic uint64_t tick, server_seq, inputs_dropped, frames_skipped, stream_skips;
     _Atomic uint32_t nsubs_atomic, queued;
     atomic_bool running;
 };
@@ -91,6 +91,9 @@ struct pylon_shards {
 
 static void shard_free(pylon_shard *s)
 {
+    /* The actor goes with the last reference to the shard, not before: subscribers and
+     * in-flight requests still send to it (a stopped actor just drops what it gets). */
+    if (s->actor) pylon_actor_release(s->actor);
     free(s->snap.data);
     free(s->inputs);
     free(s->subs);
@@ -161,6 +164,9 @@ static void send_snapshots(pylon_shard *s, uint64_t tick)
         if (!frame || !pylon_stream_send(sub->stream, frame))
             atomic_fetch_add_explicit(&s->frames_skipped, 1, memory_order_relaxed);
     }
+    uint64_t skipped = 0; /* frames the I/O loops dropped for slow subscribers */
+    for (size_t i = 0; i < s->nsubs; i++) skipped += pylon_stream_skipped(s->subs[i].stream);
+    atomic_store_explicit(&s->stream_skips, skipped, memory_order_relaxed);
     for (size_t k = 0; k < nseen; k++) {
         if (seen[k].frame) pylon_buf_release(seen[k].frame);
         if (seen[k].sse) pylon_buf_release(seen[k].sse);
@@ -406,7 +412,7 @@ void pylon_shard_status_get(pylon_shard *s, pylon_shard_status *out)
     out->subscribers = atomic_load(&s->nsubs_atomic);
     out->input_queue = atomic_load(&s->queued);
     out->inputs_dropped = atomic_load(&s->inputs_dropped);
-    out->frames_skipped = atomic_load(&s->frames_skipped);
+    out->frames_skipped = atomic_load(&s->frames_skipped) + atomic_load(&s->stream_skips);
     snprintf(out->record_path, sizeof out->record_path, "%s", s->rec_path);
 }
 
@@ -536,11 +542,7 @@ pylon_shard *pylon_shards_get(pylon_shards *r, const char *id)
 /* Stops the actor (the timer is cancelled in its context) and drops the registry's ref. */
 static void retire(pylon_shard *s)
 {
-    pylon_actor *a = s->actor;
-    if (s->timer) { /* the actor's own stop also cancels; whoever gets there first wins */
-    }
-    pylon_actor_stop(a);
-    pylon_actor_release(a);
+    pylon_actor_stop(s->actor); /* on_stop cancels the timer and drops the subscribers */
     pylon_shard_release(s);
 }
 

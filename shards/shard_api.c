@@ -89,7 +89,8 @@ static void ws_message(void *user, pylon_stream *s, bool binary, const uint8_t *
     json_t *j = json_loadb((const char *)data, len, 0, NULL);
     json_t *input = json_object_get(j, "input");
     json_t *cseq = json_object_get(j, "client_seq");
-    if (json_is_object(j) && (!cseq || json_is_integer(cseq))) {
+    /* client_seq is a uint64 (protocol.md §4.3): a negative one is malformed. */
+    if (json_is_object(j) && (!cseq || (json_is_integer(cseq) && json_integer_value(cseq) >= 0))) {
         char *text = json_dumps(input ? input : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
         if (text)
             pylon_shard_input(sub->shard, sub->sid, text, strlen(text),
@@ -366,6 +367,13 @@ static void input(pylon_http_exchange *ex, void *ctx)
         return;
     }
     json_t *cseq = json_object_get(body, "client_seq");
+    if (cseq && (!json_is_integer(cseq) || json_integer_value(cseq) < 0)) {
+        json_decref(body);
+        pylon_shard_release(s);
+        pylon_http_respond_error(ex, 400, "INPUT_REJECTED",
+                                 "client_seq must be a non-negative integer", NULL);
+        return;
+    }
     char *text = json_dumps(json_object_get(body, "input") ? json_object_get(body, "input")
                                                             : json_null(),
                             JSON_COMPACT | JSON_ENCODE_ANY);
