@@ -455,6 +455,7 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
         return;
     }
     }
+    json_decref(rows); /* a failure path may hold a partial result */
     respond_store_error(j->ex, &err);
     job_free(j);
 }
@@ -1096,10 +1097,10 @@ static void import_rows(pylon_http_exchange *ex, void *ctx)
     {
         const pylon_entity *e = pylon_manifest_entity(api->m, name);
         if (!e || !json_is_array(rows)) {
-            json_decref(body);
-            char msg[200];
+            char msg[200]; /* `name` lives in `body`: format before letting it go */
             snprintf(msg, sizeof msg, "entities.%.100s: %s", name,
                      e ? "must be an array of rows" : "unknown entity");
+            json_decref(body);
             pylon_http_respond_error(ex, 400, "INVALID_DATA", msg, NULL);
             return;
         }
