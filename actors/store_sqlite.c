@@ -872,7 +872,25 @@ static bool sq_insert(pylon_store_conn *c, const pylon_entity *e, const char *id
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return step_error(c, rc, "INSERT_FAILED", err);
-    return sq_get(c, e, id, row, err);
+    /* The stored row, built from what was bound rather than read back: the same values,
+     * typed as a read would type them (int fields as integers, float fields as reals). */
+    json_t *r = json_pack("{s:s}", "id", id);
+    for (size_t i = 0; r && i < e->nfields; i++) {
+        const pylon_field *f = &e->fields[i];
+        const json_t *v = json_object_get(data, f->name);
+        json_t *out;
+        if (!v || json_is_null(v))
+            out = json_null();
+        else if (f->type == PYLON_FIELD_INT && json_is_real(v))
+            out = json_integer((json_int_t)json_real_value(v));
+        else if (f->type == PYLON_FIELD_FLOAT && json_is_integer(v))
+            out = json_real((double)json_integer_value(v));
+        else
+            out = json_incref((json_t *)v);
+        json_object_set_new(r, f->name, out);
+    }
+    *row = r;
+    return r || pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
 }
 
 static bool sq_update(pylon_store_conn *c, const pylon_entity *e, const char *id,
