@@ -1160,13 +1160,6 @@ typedef struct export_job {
     const pylon_entity *only; /* NULL: every entity */
 } export_job;
 
-static void export_cancelled(pylon_read_req *req)
-{
-    export_job *j = (export_job *)req;
-    pylon_http_respond_error(j->ex, 503, "SHUTTING_DOWN", "The server is shutting down", NULL);
-    free(j);
-}
-
 static void run_export(pylon_read_req *req, const pylon_store_backend *b, pylon_store_conn *c)
 {
     export_job *j = (export_job *)req;
@@ -1213,7 +1206,7 @@ static void export_rows(pylon_http_exchange *ex, void *ctx)
         return;
     }
     j->req.run = run_export;
-    j->req.cancelled = export_cancelled;
+    j->req.ex = ex;
     j->api = api;
     j->ex = ex;
     j->only = only;

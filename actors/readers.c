@@ -43,7 +43,14 @@ static const pylon_actor_def READER_DEF = {
 static void undelivered(pylon_msg *m)
 {
     pylon_read_req *req = (pylon_read_req *)m;
-    req->cancelled(req);
+    if (req->cancelled) {
+        req->cancelled(req);
+        return;
+    }
+    if (req->ex)
+        pylon_http_respond_error(req->ex, 503, "SHUTTING_DOWN", "The server is shutting down",
+                                 "retry on another instance");
+    free(req);
 }
 
 pylon_readers *pylon_readers_start(pylon_runtime *rt, const pylon_store_backend *b,

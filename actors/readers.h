@@ -11,6 +11,7 @@
 
 #include "actors/store.h"
 #include "engine/actor.h"
+#include "http/http.h"
 #include "engine/runtime.h"
 
 typedef struct pylon_readers pylon_readers;
@@ -20,8 +21,10 @@ struct pylon_read_req {
     pylon_msg msg;
     /* Runs on a reader; owns the request (frees it when done). */
     void (*run)(pylon_read_req *req, const pylon_store_backend *b, pylon_store_conn *c);
-    /* Runs instead when the pool has stopped; owns the request. */
+    /* Runs instead when the pool has stopped; owns the request. NULL: the exchange below
+     * is answered 503 SHUTTING_DOWN and the request is freed with free(). */
     void (*cancelled)(pylon_read_req *req);
+    pylon_http_exchange *ex;
 };
 
 pylon_readers *pylon_readers_start(pylon_runtime *rt, const pylon_store_backend *b,

@@ -46,13 +46,6 @@ typedef struct pull_job {
     int64_t since, limit;
 } pull_job;
 
-static void pull_cancelled(pylon_read_req *req)
-{
-    pull_job *j = (pull_job *)req;
-    pylon_http_respond_error(j->ex, 503, "SHUTTING_DOWN", "The server is shutting down", NULL);
-    free(j);
-}
-
 static void run_pull(pylon_read_req *req, const pylon_store_backend *b, pylon_store_conn *c)
 {
     pull_job *j = (pull_job *)req;
@@ -129,7 +122,7 @@ static void pull(pylon_http_exchange *ex, void *ctx)
     if (!query_u64(req->query, "limit", &j->limit)) j->limit = PULL_DEFAULT;
     if (j->limit > PULL_MAX) j->limit = PULL_MAX;
     j->req.run = run_pull;
-    j->req.cancelled = pull_cancelled;
+    j->req.ex = ex;
     j->api = api;
     j->ex = ex;
     pylon_auth_resolve(api->auth, req, &j->who);
