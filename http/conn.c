@@ -363,14 +363,6 @@ void pylon_conn_start_reading(pylon_conn *c)
     uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
 }
 
-/* An error answer produced by the server itself (not a handler). */
-static void respond_now(pylon_conn *c, pylon_http_exchange *ex, int status, const char *code,
-                        const char *msg, const char *hint)
-{
-    (void)c;
-    pylon_http_respond_error(ex, status, code, msg, hint);
-}
-
 /* ---- parsing ----------------------------------------------------------------------------- */
 
 static bool arena_put(req_state *rs, const char *p, size_t len)
@@ -696,7 +688,7 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
     /* RFC 9112 §3.2: an HTTP/1.1 request without Host is malformed. */
     if (rs_http11(c) && !pylon_http_header_get(req, "host")) {
         ex->keep_alive = false;
-        respond_now(c, ex, 400, "BAD_REQUEST", "HTTP/1.1 requests need a Host header",
+        pylon_http_respond_error(ex, 400, "BAD_REQUEST", "HTTP/1.1 requests need a Host header",
                     "send Host: <server name>");
         return;
     }
@@ -729,7 +721,7 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
         if (bad) {
             char msg[320];
             snprintf(msg, sizeof msg, "Origin '%.250s' not allowed", bad);
-            respond_now(c, ex, 403, "CSRF_REJECTED", msg,
+            pylon_http_respond_error(ex, 403, "CSRF_REJECTED", msg,
                         "add the origin to PYLON_CSRF_ORIGINS, or authenticate with a Bearer "
                         "token");
             return;
@@ -740,7 +732,7 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
     int kind = stream_kind_for(req, c->listener);
     if (kind >= 0) {
         if (atomic_load(&srv->draining)) {
-            respond_now(c, ex, 503, "SHUTTING_DOWN", "The server is shutting down",
+            pylon_http_respond_error(ex, 503, "SHUTTING_DOWN", "The server is shutting down",
                         "reconnect to another instance");
             return;
         }
@@ -748,7 +740,7 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
         return;
     }
     if (is_stream_listener(c->listener)) { /* unreachable: every request there is a stream */
-        respond_now(c, ex, 426, "UPGRADE_REQUIRED", "This port only serves WebSocket", NULL);
+        pylon_http_respond_error(ex, 426, "UPGRADE_REQUIRED", "This port only serves WebSocket", NULL);
         return;
     }
 
@@ -763,7 +755,7 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
     if (ex->match.status == 404) {
         char msg[300];
         snprintf(msg, sizeof msg, "No API route matches %.250s", req->path);
-        respond_now(c, ex, 404, "NOT_FOUND", msg,
+        pylon_http_respond_error(ex, 404, "NOT_FOUND", msg,
                     "see GET /api/transports, /health, /readyz and /metrics");
         return;
     }
@@ -784,7 +776,7 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
     }
     pylon_http_msg *m = malloc(sizeof *m);
     if (!m) {
-        respond_now(c, ex, 503, "OVERLOADED", "Out of memory", NULL);
+        pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
         return;
     }
     pylon_msg_init(&m->msg, ex->match.msg_type, NULL);
