@@ -16,7 +16,7 @@
 #include <strings.h>
 #include <time.h>
 
-#define BUCKETS 4096u
+#define BUCKETS    4096u
 #define ADMIN_USER "__admin__"
 
 typedef struct session {
@@ -34,10 +34,10 @@ enum { MSG_CREATE = 1, MSG_REVOKE = 2 };
 typedef struct auth_msg {
     pylon_msg msg;
     pylon_http_exchange *ex;
-    session s;        /* MSG_CREATE: the new session */
-    bool guest;       /* answer shape of /api/auth/guest */
-    bool set_cookie;  /* the request came from a browser (Origin) */
-    char token[80];   /* MSG_REVOKE: the token to drop ("" = none) */
+    session s;       /* MSG_CREATE: the new session */
+    bool guest;      /* answer shape of /api/auth/guest */
+    bool set_cookie; /* the request came from a browser (Origin) */
+    char token[80];  /* MSG_REVOKE: the token to drop ("" = none) */
 } auth_msg;
 
 struct pylon_auth {
@@ -57,7 +57,8 @@ static int64_t now_s(void)
 static uint32_t hash(const char *s)
 {
     uint32_t h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
     return h % BUCKETS;
 }
 
@@ -129,7 +130,8 @@ static void cookie_value(const char *cookies, const char *name, char *out, size_
     size_t nl = strlen(name);
     out[0] = '\0';
     for (const char *p = cookies; p && *p;) {
-        while (*p == ' ' || *p == ';') p++;
+        while (*p == ' ' || *p == ';')
+            p++;
         const char *e = strchr(p, ';');
         size_t len = e ? (size_t)(e - p) : strlen(p);
         if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
@@ -221,10 +223,10 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
         pthread_rwlock_unlock(&a->lock);
         char cookie[512] = "";
         if (am->set_cookie) cookie_header(a, am->s.token, cookie, sizeof cookie);
-        json_t *j = am->guest ? json_pack("{s:s,s:s,s:b}", "token", am->s.token, "user_id",
-                                          am->s.user_id, "guest", 1)
-                              : json_pack("{s:s,s:s}", "token", am->s.token, "user_id",
-                                          am->s.user_id);
+        json_t *j = am->guest
+                        ? json_pack("{s:s,s:s,s:b}", "token", am->s.token, "user_id", am->s.user_id,
+                                    "guest", 1)
+                        : json_pack("{s:s,s:s}", "token", am->s.token, "user_id", am->s.user_id);
         pylon_reply_json(am->ex, 201, j, cookie[0] ? cookie : NULL);
     } else {
         if (am->token[0]) {
@@ -314,10 +316,11 @@ static void mint_session(pylon_http_exchange *ex, void *ctx)
 static json_t *identity_json(const pylon_identity *id)
 {
     json_t *roles = json_array();
-    for (size_t i = 0; i < id->nroles; i++) json_array_append_new(roles, json_string(id->roles[i]));
-    json_t *j = json_pack("{s:o,s:b,s:o}", "user_id",
-                          id->user_id ? json_string(id->user_id) : json_null(), "is_admin",
-                          id->is_admin, "roles", roles);
+    for (size_t i = 0; i < id->nroles; i++)
+        json_array_append_new(roles, json_string(id->roles[i]));
+    json_t *j =
+        json_pack("{s:o,s:b,s:o}", "user_id", id->user_id ? json_string(id->user_id) : json_null(),
+                  "is_admin", id->is_admin, "roles", roles);
     if (id->tenant_id) json_object_set_new(j, "tenant_id", json_string(id->tenant_id));
     if (id->is_guest) json_object_set_new(j, "is_guest", json_true());
     return j;
@@ -335,7 +338,7 @@ static void session_info(pylon_http_exchange *ex, void *ctx)
     pylon_auth_result who;
     pylon_auth_resolve(ctx, pylon_http_request_of(ex), &who);
     pylon_reply_json(ex, 200, json_pack("{s:o,s:n}", "session", identity_json(&who.id), "user"),
-                 NULL);
+                     NULL);
 }
 
 static void logout(pylon_http_exchange *ex, void *ctx)
@@ -405,8 +408,9 @@ pylon_auth *pylon_auth_start(pylon_runtime *rt, const pylon_auth_options *o, cha
         return NULL;
     }
     /* Load the live sessions; expired ones are dropped from disk on the way. */
-    sqlite3_exec(a->db, "DELETE FROM _pylon_sessions WHERE expires_at > 0 AND expires_at <= "
-                        "CAST(strftime('%s','now') AS INTEGER)",
+    sqlite3_exec(a->db,
+                 "DELETE FROM _pylon_sessions WHERE expires_at > 0 AND expires_at <= "
+                 "CAST(strftime('%s','now') AS INTEGER)",
                  NULL, NULL, NULL);
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(a->db,

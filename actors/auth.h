@@ -27,8 +27,8 @@ typedef struct pylon_auth_options {
     const char *session_db; /* SQLite file, or ":memory:" */
     const char *admin_token;
     bool dev;
-    int64_t session_ttl_s;    /* manifest auth.session.expires_in */
-    const char *cookie_name;  /* NULL: "<app>_session" from app_name */
+    int64_t session_ttl_s;   /* manifest auth.session.expires_in */
+    const char *cookie_name; /* NULL: "<app>_session" from app_name */
     const char *app_name;
     const char *cookie_domain; /* NULL: host-only */
     int cookie_samesite;       /* 0 Lax, 1 Strict, 2 None */

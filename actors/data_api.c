@@ -11,9 +11,9 @@
 
 static bool pylon_data_admin_routes(pylon_router *r, pylon_data_api *api);
 
-#define LIST_DEFAULT_LIMIT 100
+#define LIST_DEFAULT_LIMIT   100
 #define CURSOR_DEFAULT_LIMIT 20
-#define CURSOR_MAX_LIMIT 100
+#define CURSOR_MAX_LIMIT     100
 
 /* ---- answers ----------------------------------------------------------------------------- */
 
@@ -29,8 +29,8 @@ static void respond_store_error(pylon_http_exchange *ex, const pylon_store_error
         pylon_http_respond(ex, &res);
         return;
     }
-    pylon_http_respond_error(ex, err->status ? err->status : 500, err->code ? err->code : "INTERNAL",
-                             err->message, hint);
+    pylon_http_respond_error(ex, err->status ? err->status : 500,
+                             err->code ? err->code : "INTERNAL", err->message, hint);
 }
 
 static void deny(pylon_http_exchange *ex)
@@ -137,8 +137,7 @@ static read_gate gate_for(pylon_data_api *api, const pylon_entity *e, const pylo
 {
     if (who->is_admin || !pylon_policy_entity_has_rules(api->policies, e->name, PYLON_OP_READ))
         return GATE_ALL;
-    if (pylon_policy_entity_reads_row(api->policies, e->name, PYLON_OP_READ))
-        return GATE_PER_ROW;
+    if (pylon_policy_entity_reads_row(api->policies, e->name, PYLON_OP_READ)) return GATE_PER_ROW;
     pylon_policy_env env = {.auth = who};
     return pylon_policy_check(api->policies, e->name, PYLON_OP_READ, &env, NULL) ? GATE_ALL
                                                                                  : GATE_DENY;
@@ -266,8 +265,8 @@ static bool include_relation(read_job *j, const pylon_store_backend *b, pylon_st
 }
 
 /* POST /api/query {"E": {"where","include","limit"}, ...} (backend.md §3.6). */
-static bool run_graph(read_job *j, const pylon_store_backend *b, pylon_store_conn *c,
-                      json_t **out, pylon_store_error *err)
+static bool run_graph(read_job *j, const pylon_store_backend *b, pylon_store_conn *c, json_t **out,
+                      pylon_store_error *err)
 {
     json_t *result = json_object();
     const char *name;
@@ -313,13 +312,13 @@ static bool run_graph(read_job *j, const pylon_store_backend *b, pylon_store_con
             if (!rel) {
                 json_decref(rows);
                 json_decref(result);
-                return pylon_store_fail(err, 400, "RELATION_NOT_FOUND",
-                                        "%s has no relation \"%s\"", name, rname);
+                return pylon_store_fail(err, 400, "RELATION_NOT_FOUND", "%s has no relation \"%s\"",
+                                        name, rname);
             }
             size_t i;
             json_t *row;
-            json_array_foreach(rows, i, row)
-            if (!include_relation(j, b, c, e, rel, row, err)) {
+            json_array_foreach(rows, i, row) if (!include_relation(j, b, c, e, rel, row, err))
+            {
                 json_decref(rows);
                 json_decref(result);
                 return false;
@@ -386,9 +385,8 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
                           j->has_limit ? j->limit : -1, &rows, &err))
             break;
         json_t *out = json_pack("{s:o,s:I,s:I,s:o}", "data", rows, "count",
-                                (json_int_t)json_array_size(rows), "offset",
-                                (json_int_t)j->offset, "limit",
-                                j->has_limit ? json_integer(j->limit) : json_null());
+                                (json_int_t)json_array_size(rows), "offset", (json_int_t)j->offset,
+                                "limit", j->has_limit ? json_integer(j->limit) : json_null());
         pylon_reply_json(j->ex, 200, out, NULL);
         job_free(j);
         return;
@@ -413,8 +411,8 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
             if (j->gate == GATE_PER_ROW) filter_rows(api, j->e, who, rows);
             size_t k;
             json_t *r;
-            json_array_foreach(rows, k, r)
-            if ((int64_t)json_array_size(page) <= j->limit) json_array_append(page, r);
+            json_array_foreach(rows, k, r) if ((int64_t)json_array_size(page) <= j->limit)
+                json_array_append(page, r);
             json_decref(rows);
             rows = NULL;
             if (j->gate != GATE_PER_ROW) break; /* one query answers it */
@@ -426,13 +424,13 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
         }
         bool has_more = (int64_t)json_array_size(page) > j->limit;
         if (has_more) json_array_remove(page, (size_t)j->limit);
-        json_t *last = json_array_size(page) ? json_array_get(page, json_array_size(page) - 1)
-                                             : NULL;
+        json_t *last =
+            json_array_size(page) ? json_array_get(page, json_array_size(page) - 1) : NULL;
         json_t *next = last && has_more ? json_incref(json_object_get(last, "id")) : json_null();
-        pylon_reply_json(j->ex, 200,
-                         json_pack("{s:o,s:o,s:b}", "data", page, "next_cursor", next, "has_more",
-                                   has_more),
-                         NULL);
+        pylon_reply_json(
+            j->ex, 200,
+            json_pack("{s:o,s:o,s:b}", "data", page, "next_cursor", next, "has_more", has_more),
+            NULL);
         job_free(j);
         return;
     }
@@ -493,7 +491,8 @@ static void list(pylon_http_exchange *ex, void *ctx)
     if (!e) return;
     int64_t limit = LIST_DEFAULT_LIMIT, offset = 0;
     bool has_limit, has_offset;
-    if (!query_int(ex, "limit", &limit, &has_limit) || !query_int(ex, "offset", &offset, &has_offset))
+    if (!query_int(ex, "limit", &limit, &has_limit) ||
+        !query_int(ex, "offset", &offset, &has_offset))
         return;
     read_job *j = job_new(api, ex, e, R_LIST);
     if (!j) return;
@@ -682,9 +681,9 @@ bool pylon_data_authorize_write(const pylon_policy_set *policies, const pylon_id
         json_object_update(data, op->data);
     }
     pylon_policy_env env = {.auth = who, .data = data ? data : existing, .existing = existing};
-    bool ok = pylon_policy_check(policies, op->entity->name,
-                                 op->kind == PYLON_CHANGE_UPDATE ? PYLON_OP_UPDATE : PYLON_OP_DELETE,
-                                 &env, NULL);
+    bool ok = pylon_policy_check(
+        policies, op->entity->name,
+        op->kind == PYLON_CHANGE_UPDATE ? PYLON_OP_UPDATE : PYLON_OP_DELETE, &env, NULL);
     json_decref(data);
     return ok || pylon_store_fail(err, 403, "POLICY_DENIED", "Access denied by policy");
 }
@@ -706,8 +705,8 @@ static void write_done(pylon_write_req *req)
     } else if (w->kind == W_INSERT) {
         pylon_reply_json(w->ex, 201, json_pack("{s:s}", "id", op->id), NULL);
     } else if (w->kind == W_LINK || w->kind == W_UNLINK) {
-        pylon_reply_json(w->ex, 200, json_pack("{s:b}", w->kind == W_LINK ? "linked" : "unlinked", 1),
-                         NULL);
+        pylon_reply_json(w->ex, 200,
+                         json_pack("{s:b}", w->kind == W_LINK ? "linked" : "unlinked", 1), NULL);
     } else if (w->kind == W_UPDATE) {
         pylon_reply_json(w->ex, 200, json_pack("{s:b}", "updated", 1), NULL);
     } else {
@@ -723,14 +722,15 @@ static bool overloaded(pylon_data_api *api, pylon_http_exchange *ex)
     pylon_http_response res = {
         .status = 503,
         .headers = "Retry-After: 1\r\n",
-        .body = pylon_http_error_body("OVERLOADED", "Too many writes are queued",
-                                      "retry in a moment")};
+        .body =
+            pylon_http_error_body("OVERLOADED", "Too many writes are queued", "retry in a moment")};
     pylon_http_respond(ex, &res);
     return true;
 }
 
 static void submit_write(pylon_data_api *api, pylon_http_exchange *ex, const pylon_entity *e,
-                         write_kind kind, const char *id, json_t *data, const pylon_auth_result *who)
+                         write_kind kind, const char *id, json_t *data,
+                         const pylon_auth_result *who)
 {
     pylon_write_req *req = pylon_write_req_new(1);
     write_ctx *w = calloc(1, sizeof *w);
@@ -919,8 +919,8 @@ static json_t *op_result(const pylon_write_op *op)
         json_object_set_new(r, "ok", json_true());
     else {
         json_object_set_new(r, "ok", json_false());
-        json_object_set_new(r, "error", json_string(op->err.message[0] ? op->err.message
-                                                                         : "not executed"));
+        json_object_set_new(r, "error",
+                            json_string(op->err.message[0] ? op->err.message : "not executed"));
         if (op->err.code) json_object_set_new(r, "code", json_string(op->err.code));
     }
     return r;
@@ -938,14 +938,15 @@ static void admin_done(pylon_write_req *req)
             if (all || req->ops[i].ok)
                 json_object_set_new(r, "id", json_string(req->ops[i].id));
             else
-                json_object_set_new(r, "error",
-                                    json_string(req->ops[i].err.code
-                                                    ? req->ops[i].err.message
-                                                    : "not applied: the transaction was rolled back"));
+                json_object_set_new(
+                    r, "error",
+                    json_string(req->ops[i].err.code
+                                    ? req->ops[i].err.message
+                                    : "not applied: the transaction was rolled back"));
             json_array_append_new(results, r);
         }
         pylon_reply_json(a->ex, all ? 200 : 400,
-                json_pack("{s:b,s:o}", "committed", all, "results", results), NULL);
+                         json_pack("{s:b,s:o}", "committed", all, "results", results), NULL);
     } else if (a->kind == A_BATCH) {
         size_t ok = 0, failed = 0;
         for (size_t i = 0; i < req->nops; i++)
@@ -953,8 +954,9 @@ static void admin_done(pylon_write_req *req)
         for (size_t i = 0; i < json_array_size(a->results); i++)
             json_is_true(json_object_get(json_array_get(a->results, i), "ok")) ? ok++ : failed++;
         pylon_reply_json(a->ex, 200,
-                json_pack("{s:O,s:I,s:I}", "results", a->results, "succeeded", (json_int_t)ok,
-                          "failed", (json_int_t)failed), NULL);
+                         json_pack("{s:O,s:I,s:I}", "results", a->results, "succeeded",
+                                   (json_int_t)ok, "failed", (json_int_t)failed),
+                         NULL);
     } else { /* import: counts per entity */
         json_t *by = json_object();
         size_t ok = 0, failed = 0;
@@ -975,8 +977,9 @@ static void admin_done(pylon_write_req *req)
         json_object_foreach(by, key, v) json_array_append(list, v);
         json_decref(by);
         pylon_reply_json(a->ex, 200,
-                json_pack("{s:I,s:I,s:o}", "imported", (json_int_t)ok, "failed",
-                          (json_int_t)failed, "by_entity", list), NULL);
+                         json_pack("{s:I,s:I,s:o}", "imported", (json_int_t)ok, "failed",
+                                   (json_int_t)failed, "by_entity", list),
+                         NULL);
     }
     json_decref(a->results);
     free(a->slot);
@@ -1050,8 +1053,8 @@ static void batch_or_transact(pylon_http_exchange *ex, void *ctx, bool atomic)
             return;
         }
         const char *k = json_string_value(json_object_get(json_array_get(ops, i), "op"));
-        json_array_append_new(results, json_pack("{s:s,s:b,s:s}", "op", k ? k : "?", "ok", 0,
-                                                 "error", why));
+        json_array_append_new(results,
+                              json_pack("{s:s,s:b,s:s}", "op", k ? k : "?", "ok", 0, "error", why));
     }
     json_decref(body);
     req->nops = used;
@@ -1185,8 +1188,10 @@ static void run_export(pylon_read_req *req, const pylon_store_backend *b, pylon_
         struct tm tm;
         gmtime_r(&now, &tm);
         strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        pylon_reply_json(j->ex, 200,
-                json_pack("{s:s,s:o,s:o}", "exported_at", ts, "entities", ents, "counts", counts), NULL);
+        pylon_reply_json(
+            j->ex, 200,
+            json_pack("{s:s,s:o,s:o}", "exported_at", ts, "entities", ents, "counts", counts),
+            NULL);
     }
     free(j);
 }
@@ -1224,18 +1229,17 @@ static void link_or_unlink(pylon_http_exchange *ex, void *ctx, bool link)
     const char *rel = json_string_value(json_object_get(body, "relation"));
     json_t *target = json_object_get(body, "target_id");
     const pylon_entity *e = ent ? entity_or_404(api, ex, ent) : NULL;
-    if (!ent)
-        pylon_http_respond_error(ex, 400, "MISSING_FIELD", "\"entity\" is required", NULL);
+    if (!ent) pylon_http_respond_error(ex, 400, "MISSING_FIELD", "\"entity\" is required", NULL);
     if (!e) {
         json_decref(body);
         return;
     }
     const pylon_relation *r = rel ? pylon_entity_relation(e, rel) : NULL;
     if (!id || !r || r->many || (link && !json_is_string(target))) {
-        const char *why = !id ? "\"id\" is required"
-                         : !r ? "Unknown relation"
-                         : r->many ? "A to-many relation is set on the target rows"
-                                   : "\"target_id\" (a string) is required";
+        const char *why = !id       ? "\"id\" is required"
+                          : !r      ? "Unknown relation"
+                          : r->many ? "A to-many relation is set on the target rows"
+                                    : "\"target_id\" (a string) is required";
         pylon_http_respond_error(ex, 400, !r && id ? "RELATION_NOT_FOUND" : "MISSING_FIELD", why,
                                  NULL);
         json_decref(body);

@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 typedef struct pylon_identity {
-    const char *user_id;   /* NULL: anonymous; "__admin__" for the admin token */
+    const char *user_id; /* NULL: anonymous; "__admin__" for the admin token */
     bool is_admin;
     bool is_guest;
     const char *tenant_id; /* NULL when unset */

@@ -26,6 +26,7 @@ bool pylon_token_new(const char *prefix, size_t nbytes, char *out, size_t cap)
     if (nbytes > sizeof raw || pl + 2 * nbytes + 1 > cap) return false;
     if (RAND_bytes(raw, (int)nbytes) != 1) return false;
     memcpy(out, prefix, pl);
-    for (size_t i = 0; i < nbytes; i++) snprintf(out + pl + 2 * i, 3, "%02x", raw[i]);
+    for (size_t i = 0; i < nbytes; i++)
+        snprintf(out + pl + 2 * i, 3, "%02x", raw[i]);
     return true;
 }

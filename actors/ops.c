@@ -70,8 +70,8 @@ static void metric(text *t, const char *name, const char *type, const char *help
 }
 
 static const char *const METHODS[5] = {"GET", "POST", "PATCH", "DELETE", "OPTIONS"};
-static const char *const TRANSPORTS[] = {"http", "sync_ws_port", "sse_port", "shard_ws_port",
-                                         "websocket", "sse"};
+static const char *const TRANSPORTS[] = {"http",          "sync_ws_port", "sse_port",
+                                         "shard_ws_port", "websocket",    "sse"};
 
 static void metrics(pylon_http_exchange *ex, void *ctx)
 {
@@ -90,7 +90,8 @@ static void metrics(pylon_http_exchange *ex, void *ctx)
     pylon_runtime_stats rs;
     pylon_runtime_stats_get(ops->rt, &rs);
     const char *accept = pylon_http_header_get(req, "accept");
-    bool prom = accept && (strstr(accept, "text/plain") || strstr(accept, "application/openmetrics-text"));
+    bool prom =
+        accept && (strstr(accept, "text/plain") || strstr(accept, "application/openmetrics-text"));
     text t = {malloc(8192), 0, 8192};
     if (!t.p) {
         pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
@@ -177,14 +178,14 @@ static void metrics(pylon_http_exchange *ex, void *ctx)
                           "ok", (json_int_t)st.ok, "error", (json_int_t)st.errors, "methods",
                           methods, "connections", open, "latency", "count",
                           (json_int_t)st.latency_count, "sum_secs", st.latency_sum_s, "actors",
-                          "live", (json_int_t)rs.live_actors, "messages",
-                          (json_int_t)rs.messages);
+                          "live", (json_int_t)rs.live_actors, "messages", (json_int_t)rs.messages);
     if (j && ops->writer)
-        json_object_set_new(j, "persistence",
-                            json_pack("{s:I,s:i,s:f}", "head_seq",
-                                      (json_int_t)pylon_persistence_head_seq(ops->writer),
-                                      "queue_depth", (int)pylon_persistence_queue_depth(ops->writer),
-                                      "commit_batch_mean", pylon_persistence_mean_batch(ops->writer)));
+        json_object_set_new(
+            j, "persistence",
+            json_pack("{s:I,s:i,s:f}", "head_seq",
+                      (json_int_t)pylon_persistence_head_seq(ops->writer), "queue_depth",
+                      (int)pylon_persistence_queue_depth(ops->writer), "commit_batch_mean",
+                      pylon_persistence_mean_batch(ops->writer)));
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     pylon_http_respond_json(ex, 200, body ? body : "{}");
@@ -224,9 +225,9 @@ static void transports(pylon_http_exchange *ex, void *ctx)
     }
     if (ops->sse_url) snprintf(sse, sizeof sse, "%s", ops->sse_url);
     if (ops->shard_url) snprintf(shard, sizeof shard, "%s", ops->shard_url);
-    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s}}", "http", http, "websocket", ws,
-                          "sse", sse, "shards", shard, "paths", "websocket", "/ws", "sse",
-                          "/events", "shards", "/shard/<id>");
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s}}", "http", http, "websocket", ws, "sse",
+                          sse, "shards", shard, "paths", "websocket", "/ws", "sse", "/events",
+                          "shards", "/shard/<id>");
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     pylon_http_respond_json(ex, 200, body ? body : "{}");

@@ -22,7 +22,7 @@ struct pylon_persistence {
     _Atomic uint64_t txns, reqs;
     _Atomic int64_t head_seq; /* last change-log seq committed */
     int64_t trimmed_upto;     /* retention: change-log rows up to here are gone */
-    pthread_mutex_t lock; /* with cond: on_stop reports the final flush */
+    pthread_mutex_t lock;     /* with cond: on_stop reports the final flush */
     pthread_cond_t cond;
     bool stopped;
 };
@@ -122,8 +122,8 @@ static bool run_op(pylon_persistence *p, pylon_write_req *req, pylon_write_op *o
         json_t *fields = json_array();
         const char *key;
         json_t *v;
-        json_object_foreach(op->data, key, v)
-        if (strcmp(key, "id") != 0) json_array_append_new(fields, json_string(key));
+        json_object_foreach(op->data, key, v) if (strcmp(key, "id") != 0)
+            json_array_append_new(fields, json_string(key));
         bool ok = note_change(p, op, fields);
         json_decref(fields);
         return ok;
@@ -146,15 +146,18 @@ static void run_request(pylon_persistence *p, pylon_write_req *req)
     if (req->atomic) {
         pylon_store_error err;
         if (!b->savepoint(p->conn, &err)) {
-            for (size_t i = 0; i < req->nops; i++) req->ops[i].err = err;
+            for (size_t i = 0; i < req->nops; i++)
+                req->ops[i].err = err;
             return;
         }
         size_t mark = p->nchanges;
         for (size_t i = 0; i < req->nops; i++) {
             if (!(req->ops[i].ok = run_op(p, req, &req->ops[i]))) {
                 b->savepoint_rollback(p->conn);
-                for (size_t j = 0; j < i; j++) req->ops[j].ok = false; /* undone with it */
-                while (p->nchanges > mark) json_decref(p->changes[--p->nchanges].fields);
+                for (size_t j = 0; j < i; j++)
+                    req->ops[j].ok = false; /* undone with it */
+                while (p->nchanges > mark)
+                    json_decref(p->changes[--p->nchanges].fields);
                 return;
             }
         }
@@ -169,7 +172,8 @@ static void run_request(pylon_persistence *p, pylon_write_req *req)
             b->savepoint_release(p->conn);
         } else {
             b->savepoint_rollback(p->conn);
-            while (p->nchanges > mark) json_decref(p->changes[--p->nchanges].fields);
+            while (p->nchanges > mark)
+                json_decref(p->changes[--p->nchanges].fields);
             if (req->stop_on_error) return; /* the rest stay not run: ok false, no error */
         }
     }
@@ -184,7 +188,8 @@ static void commit_staged(pylon_persistence *p)
     bool committed = false;
     p->nchanges = 0;
     if (b->begin(p->conn, &err)) {
-        for (size_t i = 0; i < p->nstaged; i++) run_request(p, p->staged[i]);
+        for (size_t i = 0; i < p->nstaged; i++)
+            run_request(p, p->staged[i]);
         committed = b->commit(p->conn, &err);
     }
     if (!committed) {
@@ -211,7 +216,8 @@ static void commit_staged(pylon_persistence *p)
                 pylon_log_warn("db", "change-log retention failed: %s", terr.message);
         }
     }
-    for (size_t i = 0; i < p->nchanges; i++) json_decref(p->changes[i].fields);
+    for (size_t i = 0; i < p->nchanges; i++)
+        json_decref(p->changes[i].fields);
     p->nchanges = 0;
     atomic_fetch_add_explicit(&p->txns, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->reqs, p->nstaged, memory_order_relaxed);
@@ -354,7 +360,8 @@ void pylon_persistence_stop(pylon_persistence *p)
      * callers stop submitting first (the HTTP server has drained). */
     pylon_actor_stop(p->actor);
     pthread_mutex_lock(&p->lock);
-    while (!p->stopped) pthread_cond_wait(&p->cond, &p->lock);
+    while (!p->stopped)
+        pthread_cond_wait(&p->cond, &p->lock);
     pthread_mutex_unlock(&p->lock);
     pylon_actor_release(p->actor);
     pthread_mutex_destroy(&p->lock);

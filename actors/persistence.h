@@ -27,15 +27,15 @@ typedef struct pylon_write_req pylon_write_req;
 typedef struct pylon_write_op {
     pylon_change_kind kind;
     const pylon_entity *entity;
-    char *id;        /* owned; insert: decided by the caller (client id or a new one) */
-    json_t *data;    /* owned; insert: the row; update: the patch; delete: NULL */
-    char *op_id;     /* owned; sync push op id (dedup), or NULL */
+    char *id;     /* owned; insert: decided by the caller (client id or a new one) */
+    json_t *data; /* owned; insert: the row; update: the patch; delete: NULL */
+    char *op_id;  /* owned; sync push op id (dedup), or NULL */
     /* results, filled by the writer */
     bool ok;
-    json_t *row;     /* the row after the change (insert, update); owned */
+    json_t *row; /* the row after the change (insert, update); owned */
     pylon_store_error err;
-    int64_t seq;     /* change-log seq */
-    bool deduped;    /* its op_id was already applied: nothing done, counts as applied */
+    int64_t seq;  /* change-log seq */
+    bool deduped; /* its op_id was already applied: nothing done, counts as applied */
 } pylon_write_op;
 
 struct pylon_write_req {
@@ -44,7 +44,7 @@ struct pylon_write_req {
     size_t nops;
     bool atomic;
     bool stop_on_error; /* non-atomic: ops after the first failure are not run (sync push) */
-    bool reset; /* no ops: empty every entity table and the change log (dev test reset) */
+    bool reset;         /* no ops: empty every entity table and the change log (dev test reset) */
     /* Called inside the transaction before an update or delete, with the stored row: the
      * policy check of the data API. NULL: allowed. False with *err set: the op fails. */
     bool (*authorize)(pylon_write_req *req, pylon_write_op *op, const json_t *existing,

@@ -99,11 +99,14 @@ void pylon_readers_submit(pylon_readers *p, pylon_read_req *req)
 void pylon_readers_stop(pylon_readers *p)
 {
     if (!p) return;
-    for (unsigned i = 0; i < p->n; i++) pylon_actor_stop(p->r[i].actor);
+    for (unsigned i = 0; i < p->n; i++)
+        pylon_actor_stop(p->r[i].actor);
     pthread_mutex_lock(&p->lock);
-    while (p->stopped < p->n) pthread_cond_wait(&p->cond, &p->lock);
+    while (p->stopped < p->n)
+        pthread_cond_wait(&p->cond, &p->lock);
     pthread_mutex_unlock(&p->lock);
-    for (unsigned i = 0; i < p->n; i++) pylon_actor_release(p->r[i].actor);
+    for (unsigned i = 0; i < p->n; i++)
+        pylon_actor_release(p->r[i].actor);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);
     free(p->r);

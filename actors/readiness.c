@@ -13,7 +13,7 @@
 #include <string.h>
 
 #define PROBE_TIMEOUT_NS (1000 * PYLON_NS_PER_MS)
-#define MAX_PROBES 64
+#define MAX_PROBES       64
 
 enum { MSG_HTTP = 0, MSG_WRITER = 1, MSG_READER = 2, MSG_TIMEOUT = 3 };
 
@@ -119,8 +119,9 @@ static void start_probe(pylon_readiness *r, pylon_http_exchange *ex)
 {
     probe *p = find(r, 0);
     if (!p) { /* a flood of probes: no need to queue more work behind the others */
-        pylon_http_respond_json(ex, 503, "{\"status\":\"unavailable\",\"reason\":\"too many "
-                                         "readiness probes at once\"}");
+        pylon_http_respond_json(ex, 503,
+                                "{\"status\":\"unavailable\",\"reason\":\"too many "
+                                "readiness probes at once\"}");
         return;
     }
     p->id = ++r->next_id;
@@ -230,7 +231,8 @@ void pylon_readiness_stop(pylon_readiness *r)
     if (!r) return;
     pylon_actor_stop(r->actor);
     pthread_mutex_lock(&r->lock);
-    while (!r->stopped) pthread_cond_wait(&r->cond, &r->lock);
+    while (!r->stopped)
+        pthread_cond_wait(&r->cond, &r->lock);
     pthread_mutex_unlock(&r->lock);
     pylon_actor_release(r->actor);
     pthread_mutex_destroy(&r->lock);

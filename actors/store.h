@@ -75,16 +75,16 @@ typedef struct pylon_store_backend {
     bool (*count)(pylon_store_conn *c, const pylon_entity *e, int64_t *n, pylon_store_error *err);
     /* backend.md §3.5: {"count","sum","avg","min","max","countDistinct","groupBy","where"};
      * *rows = array of result rows. */
-    bool (*aggregate)(pylon_store_conn *c, const pylon_entity *e, const json_t *spec,
-                      json_t **rows, pylon_store_error *err);
+    bool (*aggregate)(pylon_store_conn *c, const pylon_entity *e, const json_t *spec, json_t **rows,
+                      pylon_store_error *err);
 
     /* Writes (writer). insert: `id` already decided by the caller; *row = the stored row.
      * update: *row = the row after the change, NULL (no error) when the id does not exist.
      * remove: *found says whether a row was deleted. */
-    bool (*insert)(pylon_store_conn *c, const pylon_entity *e, const char *id,
-                   const json_t *data, json_t **row, pylon_store_error *err);
-    bool (*update)(pylon_store_conn *c, const pylon_entity *e, const char *id,
-                   const json_t *patch, json_t **row, pylon_store_error *err);
+    bool (*insert)(pylon_store_conn *c, const pylon_entity *e, const char *id, const json_t *data,
+                   json_t **row, pylon_store_error *err);
+    bool (*update)(pylon_store_conn *c, const pylon_entity *e, const char *id, const json_t *patch,
+                   json_t **row, pylon_store_error *err);
     bool (*remove)(pylon_store_conn *c, const pylon_entity *e, const char *id, bool *found,
                    pylon_store_error *err);
 

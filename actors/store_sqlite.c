@@ -51,7 +51,8 @@ bool pylon_store_fail(pylon_store_error *err, int status, const char *code, cons
 static sqlite3_stmt *prepare(pylon_store_conn *c, const char *sql, pylon_store_error *err)
 {
     uint32_t h = 2166136261u;
-    for (const char *p = sql; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    for (const char *p = sql; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
     for (unsigned probe = 0; probe < 8; probe++) {
         cached_stmt *cs = &c->cache[(h + probe) % STMT_CACHE];
         if (cs->sql && strcmp(cs->sql, sql) == 0) {
@@ -120,7 +121,8 @@ static void sb_put(sqlbuf *b, const char *s, size_t n)
     if (b->oom) return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
-        while (cap < b->len + n + 1) cap *= 2;
+        while (cap < b->len + n + 1)
+            cap *= 2;
         char *np = realloc(b->p, cap);
         if (!np) {
             b->oom = true;
@@ -176,7 +178,8 @@ static bool binds_add(binds *b, const json_t *v, const pylon_field *f, char *own
 
 static void binds_free(binds *b)
 {
-    for (size_t i = 0; i < b->n; i++) free(b->items[i].owned_text);
+    for (size_t i = 0; i < b->n; i++)
+        free(b->items[i].owned_text);
     free(b->items);
 }
 
@@ -252,8 +255,8 @@ static bool compile_condition(const pylon_entity *e, const char *key, const json
             }
         } else if (strcmp(op, "$like") == 0) {
             if (!json_is_string(arg))
-                return pylon_store_fail(err, 400, "INVALID_QUERY",
-                                        "$like on \"%s\" needs a string", key);
+                return pylon_store_fail(err, 400, "INVALID_QUERY", "$like on \"%s\" needs a string",
+                                        key);
             size_t n = json_string_length(arg);
             char *pat = malloc(n + 3);
             if (!pat) goto oom;
@@ -268,8 +271,8 @@ static bool compile_condition(const pylon_entity *e, const char *key, const json
             }
         } else if (strcmp(op, "$in") == 0) {
             if (!json_is_array(arg))
-                return pylon_store_fail(err, 400, "INVALID_QUERY",
-                                        "$in on \"%s\" needs an array", key);
+                return pylon_store_fail(err, 400, "INVALID_QUERY", "$in on \"%s\" needs an array",
+                                        key);
             if (json_array_size(arg) == 0) {
                 sb_cat(sql, " IS NOT NULL AND 0"); /* matches nothing */
                 continue;
@@ -328,8 +331,7 @@ static bool compile_query(const pylon_entity *e, const pylon_store_query *q, sql
             } else if (strcmp(key, "$search") == 0) {
                 /* Substring search over the entity's text fields. */
                 if (!json_is_string(v))
-                    return pylon_store_fail(err, 400, "INVALID_QUERY",
-                                            "$search must be a string");
+                    return pylon_store_fail(err, 400, "INVALID_QUERY", "$search must be a string");
                 bool any = false;
                 sb_cat(sql, " AND (0");
                 for (size_t i = 0; i < e->nfields; i++) {
@@ -644,10 +646,11 @@ static bool sq_aggregate(pylon_store_conn *c, const pylon_entity *e, const json_
 {
     if (!json_is_object(spec))
         return pylon_store_fail(err, 400, "INVALID_QUERY", "The body must be a JSON object");
-    static const char *const keys[] = {"count", "sum", "avg", "min", "max", "countDistinct",
-                                       "groupBy"};
+    static const char *const keys[] = {"count", "sum",           "avg",    "min",
+                                       "max",   "countDistinct", "groupBy"};
     bool any = false;
-    for (size_t i = 0; i < 7; i++) any = any || json_object_get(spec, keys[i]);
+    for (size_t i = 0; i < 7; i++)
+        any = any || json_object_get(spec, keys[i]);
     if (!any)
         return pylon_store_fail(err, 400, "INVALID_QUERY",
                                 "Ask for at least one of count, sum, avg, min, max, countDistinct "
@@ -667,7 +670,7 @@ static bool sq_aggregate(pylon_store_conn *c, const pylon_entity *e, const json_
     json_array_foreach(gb, i, g)
     {
         const char *name = json_is_string(g) ? json_string_value(g)
-                                              : json_string_value(json_object_get(g, "field"));
+                                             : json_string_value(json_object_get(g, "field"));
         const char *bucket = json_string_value(json_object_get(g, "bucket"));
         const pylon_field *f;
         if (!name) {
@@ -689,8 +692,8 @@ static bool sq_aggregate(pylon_store_conn *c, const pylon_entity *e, const json_
                                       "groupBy bucket must be hour, day, week, month or year");
                 goto out;
             }
-            snprintf(expr, sizeof expr, "strftime('%s', \"%s\") AS \"%s_%s\"", fmts[k], name,
-                     name, names[k]);
+            snprintf(expr, sizeof expr, "strftime('%s', \"%s\") AS \"%s_%s\"", fmts[k], name, name,
+                     names[k]);
             sb_cat(&group, group.len ? ", " : "");
             char ref[120];
             snprintf(ref, sizeof ref, "\"%s_%s\"", name, names[k]);
@@ -743,8 +746,8 @@ static bool sq_aggregate(pylon_store_conn *c, const pylon_entity *e, const json_
         }
         const char *key;
         json_t *v;
-        json_object_foreach(where, key, v)
-        if (!(ok = compile_condition(e, key, v, &sql, &b, err))) goto out;
+        json_object_foreach(where, key,
+                            v) if (!(ok = compile_condition(e, key, v, &sql, &b, err))) goto out;
     }
     if (group.len) {
         sb_cat(&sql, " GROUP BY ");
@@ -758,7 +761,8 @@ static bool sq_aggregate(pylon_store_conn *c, const pylon_entity *e, const json_
     }
     sqlite3_stmt *st = prepare(c, sql.p, err);
     if (!(ok = st != NULL)) goto out;
-    for (size_t k = 0; ok && k < b.n; k++) ok = bind_one(st, (int)k + 1, &b.items[k], err);
+    for (size_t k = 0; ok && k < b.n; k++)
+        ok = bind_one(st, (int)k + 1, &b.items[k], err);
     json_t *out = json_array();
     int rc = SQLITE_DONE;
     while (ok && (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -771,9 +775,14 @@ static bool sq_aggregate(pylon_store_conn *c, const pylon_entity *e, const json_
                 v = f && f->type == PYLON_FIELD_BOOL ? json_boolean(sqlite3_column_int64(st, col))
                                                      : json_integer(sqlite3_column_int64(st, col));
                 break;
-            case SQLITE_FLOAT: v = json_real(sqlite3_column_double(st, col)); break;
-            case SQLITE_NULL: v = json_null(); break;
-            default: v = json_string((const char *)sqlite3_column_text(st, col));
+            case SQLITE_FLOAT:
+                v = json_real(sqlite3_column_double(st, col));
+                break;
+            case SQLITE_NULL:
+                v = json_null();
+                break;
+            default:
+                v = json_string((const char *)sqlite3_column_text(st, col));
             }
             json_object_set_new(row, sqlite3_column_name(st, col), v ? v : json_null());
         }
@@ -855,7 +864,8 @@ static bool sq_insert(pylon_store_conn *c, const pylon_entity *e, const char *id
         sb_ident(&sql, fields[i]->name);
     }
     sb_cat(&sql, ") VALUES (?");
-    for (size_t i = 0; i < n; i++) sb_cat(&sql, ", ?");
+    for (size_t i = 0; i < n; i++)
+        sb_cat(&sql, ", ?");
     sb_cat(&sql, ")");
     if (sql.oom) return pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
     sqlite3_stmt *st = prepare(c, sql.p, err);

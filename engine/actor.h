@@ -55,9 +55,9 @@ typedef struct pylon_actor_def {
      * This is where an actor that batches (the persistence actor's group commit) acts on
      * everything it collected from its mailbox in this run. */
     void (*on_batch_end)(pylon_actor *self);
-    uint32_t batch;                     /* messages per run before yielding; 0 = runtime default */
-    bool track_pending;                 /* keep pylon_actor_pending() exact (one more atomic add
-                                           per send); for actors whose senders enforce a bound */
+    uint32_t batch;     /* messages per run before yielding; 0 = runtime default */
+    bool track_pending; /* keep pylon_actor_pending() exact (one more atomic add
+                           per send); for actors whose senders enforce a bound */
 } pylon_actor_def;
 
 static inline void pylon_msg_init(pylon_msg *m, uint32_t type, void (*release)(pylon_msg *))

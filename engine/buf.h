@@ -20,7 +20,7 @@ struct pylon_buf {
     _Atomic uint32_t refs;
     uint32_t reserved_;
     size_t len;
-    uint8_t *data;            /* points at inline_[] for pylon_buf_new/copy */
+    uint8_t *data;             /* points at inline_[] for pylon_buf_new/copy */
     pylon_buf_free_fn free_fn; /* wrapped buffers only */
     void *free_ctx;
     uint8_t inline_[];

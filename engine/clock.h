@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#define PYLON_NS_PER_MS 1000000ull
+#define PYLON_NS_PER_MS  1000000ull
 #define PYLON_NS_PER_SEC 1000000000ull
 
 static inline uint64_t pylon_clock_now_ns(void)

@@ -28,10 +28,11 @@ static bool fail(pylon_env_error *err, const char *name, const char *text, const
          * control characters shown as '?' so the message stays one line. */
         char shown[61];
         size_t n = 0;
-        for (; text[n] && n < 60; n++) shown[n] = (unsigned char)text[n] < 0x20 ? '?' : text[n];
+        for (; text[n] && n < 60; n++)
+            shown[n] = (unsigned char)text[n] < 0x20 ? '?' : text[n];
         shown[n] = '\0';
-        snprintf(err->msg, sizeof err->msg, "%s=\"%s%s\" is not valid: expected %s", name,
-                 shown, strlen(text) > 60 ? "..." : "", expected);
+        snprintf(err->msg, sizeof err->msg, "%s=\"%s%s\" is not valid: expected %s", name, shown,
+                 strlen(text) > 60 ? "..." : "", expected);
     }
     return false;
 }
@@ -42,12 +43,14 @@ bool pylon_parse_int(const char *name, const char *text, int64_t min, int64_t ma
     char expected[96];
     snprintf(expected, sizeof expected, "a whole number from %" PRId64 " to %" PRId64, min, max);
     const char *p = text;
-    while (isspace((unsigned char)*p)) p++;
+    while (isspace((unsigned char)*p))
+        p++;
     if (*p == '\0') return fail(err, name, text, expected);
     errno = 0;
     char *end;
     long long v = strtoll(p, &end, 10);
-    while (isspace((unsigned char)*end)) end++;
+    while (isspace((unsigned char)*end))
+        end++;
     if (errno == ERANGE || *end != '\0' || end == p || v < min || v > max)
         return fail(err, name, text, expected);
     *out = v;
@@ -65,35 +68,47 @@ bool pylon_parse_bool(const char *name, const char *text, bool *out, pylon_env_e
     return fail(err, name, text, "true or false (also 1/0, yes/no, on/off)");
 }
 
-bool pylon_parse_size(const char *name, const char *text, uint64_t min, uint64_t max,
-                      uint64_t *out, pylon_env_error *err)
+bool pylon_parse_size(const char *name, const char *text, uint64_t min, uint64_t max, uint64_t *out,
+                      pylon_env_error *err)
 {
     char expected[128];
     snprintf(expected, sizeof expected,
              "a size in bytes from %" PRIu64 " to %" PRIu64 ", optionally with K, M or G", min,
              max);
     const char *p = text;
-    while (isspace((unsigned char)*p)) p++;
+    while (isspace((unsigned char)*p))
+        p++;
     if (!isdigit((unsigned char)*p)) return fail(err, name, text, expected);
     errno = 0;
     char *end;
     unsigned long long v = strtoull(p, &end, 10);
     if (errno == ERANGE) return fail(err, name, text, expected);
-    while (isspace((unsigned char)*end)) end++;
+    while (isspace((unsigned char)*end))
+        end++;
     uint64_t mul = 1;
     if (*end) {
         switch (toupper((unsigned char)*end)) {
-        case 'B': mul = 1; break;
-        case 'K': mul = 1ull << 10; break;
-        case 'M': mul = 1ull << 20; break;
-        case 'G': mul = 1ull << 30; break;
-        default: return fail(err, name, text, expected);
+        case 'B':
+            mul = 1;
+            break;
+        case 'K':
+            mul = 1ull << 10;
+            break;
+        case 'M':
+            mul = 1ull << 20;
+            break;
+        case 'G':
+            mul = 1ull << 30;
+            break;
+        default:
+            return fail(err, name, text, expected);
         }
         end++;
         /* Accept K, KB, KiB (all powers of 1024); nothing else may follow. */
         if (mul > 1 && (*end == 'i' || *end == 'I')) end++;
         if (mul > 1 && (*end == 'b' || *end == 'B')) end++;
-        while (isspace((unsigned char)*end)) end++;
+        while (isspace((unsigned char)*end))
+            end++;
         if (*end) return fail(err, name, text, expected);
     }
     if (v > UINT64_MAX / mul) return fail(err, name, text, expected);

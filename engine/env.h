@@ -37,7 +37,7 @@ const char *pylon_env_str(const char *name, const char *def);
 bool pylon_parse_int(const char *name, const char *text, int64_t min, int64_t max, int64_t *out,
                      pylon_env_error *err);
 bool pylon_parse_bool(const char *name, const char *text, bool *out, pylon_env_error *err);
-bool pylon_parse_size(const char *name, const char *text, uint64_t min, uint64_t max,
-                      uint64_t *out, pylon_env_error *err);
+bool pylon_parse_size(const char *name, const char *text, uint64_t min, uint64_t max, uint64_t *out,
+                      pylon_env_error *err);
 
 #endif

@@ -33,10 +33,14 @@ bool pylon_log_enabled(pylon_log_level level)
 const char *pylon_log_level_name(pylon_log_level level)
 {
     switch (level) {
-    case PYLON_LOG_DEBUG: return "debug";
-    case PYLON_LOG_INFO: return "info";
-    case PYLON_LOG_WARN: return "warn";
-    case PYLON_LOG_ERROR: return "error";
+    case PYLON_LOG_DEBUG:
+        return "debug";
+    case PYLON_LOG_INFO:
+        return "info";
+    case PYLON_LOG_WARN:
+        return "warn";
+    case PYLON_LOG_ERROR:
+        return "error";
     }
     return "info";
 }
@@ -79,11 +83,21 @@ static void put_json_escaped(out *o, const char *s)
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         switch (c) {
-        case '"': puts_(o, "\\\""); break;
-        case '\\': puts_(o, "\\\\"); break;
-        case '\n': puts_(o, "\\n"); break;
-        case '\r': puts_(o, "\\r"); break;
-        case '\t': puts_(o, "\\t"); break;
+        case '"':
+            puts_(o, "\\\"");
+            break;
+        case '\\':
+            puts_(o, "\\\\");
+            break;
+        case '\n':
+            puts_(o, "\\n");
+            break;
+        case '\r':
+            puts_(o, "\\r");
+            break;
+        case '\t':
+            puts_(o, "\\t");
+            break;
         default:
             if (c < 0x20)
                 putf(o, "\\u%04x", c);
@@ -135,8 +149,12 @@ static void put_field_value(out *o, pylon_log_format format, const pylon_log_fie
             put_text_value(o, f->v.s ? f->v.s : "");
         }
         break;
-    case PYLON_LOG_INT: putf(o, "%" PRId64, f->v.i); break;
-    case PYLON_LOG_UINT: putf(o, "%" PRIu64, f->v.u); break;
+    case PYLON_LOG_INT:
+        putf(o, "%" PRId64, f->v.i);
+        break;
+    case PYLON_LOG_UINT:
+        putf(o, "%" PRIu64, f->v.u);
+        break;
     case PYLON_LOG_DOUBLE:
         /* JSON has no NaN or infinity; huge and tiny values keep their magnitude. */
         if (!isfinite(f->v.d))
@@ -146,7 +164,9 @@ static void put_field_value(out *o, pylon_log_format format, const pylon_log_fie
         else
             putf(o, "%.6g", f->v.d);
         break;
-    case PYLON_LOG_BOOL: puts_(o, f->v.b ? "true" : "false"); break;
+    case PYLON_LOG_BOOL:
+        puts_(o, f->v.b ? "true" : "false");
+        break;
     }
 }
 
@@ -204,8 +224,8 @@ void pylon_log_write(pylon_log_level level, const char *module, const char *msg,
 {
     if (!pylon_log_enabled(level)) return;
     char line[LINE_MAX_BYTES];
-    size_t n = pylon_log_format_line(line, sizeof line, log_format, level, module, msg, fields,
-                                     nfields);
+    size_t n =
+        pylon_log_format_line(line, sizeof line, log_format, level, module, msg, fields, nfields);
     /* One write per line: lines from different threads never interleave. */
     ssize_t w;
     do {

@@ -2,7 +2,8 @@
  * log.h — one line per event on stderr, as text or as JSON lines.
  *
  * Text:  2026-11-28T08:00:00.123Z INFO  http: listening addr=0.0.0.0:4321
- * JSON:  {"ts":"2026-11-28T08:00:00.123Z","level":"info","module":"http","msg":"listening","addr":"0.0.0.0:4321"}
+ * JSON:
+ * {"ts":"2026-11-28T08:00:00.123Z","level":"info","module":"http","msg":"listening","addr":"0.0.0.0:4321"}
  *
  * Each line is written with a single write(2), so lines from different threads never
  * interleave. The format and minimum level are set once by main (pylon_log_configure) before
@@ -18,7 +19,13 @@
 typedef enum { PYLON_LOG_DEBUG, PYLON_LOG_INFO, PYLON_LOG_WARN, PYLON_LOG_ERROR } pylon_log_level;
 typedef enum { PYLON_LOG_TEXT, PYLON_LOG_JSON } pylon_log_format;
 
-typedef enum { PYLON_LOG_STR, PYLON_LOG_INT, PYLON_LOG_UINT, PYLON_LOG_DOUBLE, PYLON_LOG_BOOL } pylon_log_kind;
+typedef enum {
+    PYLON_LOG_STR,
+    PYLON_LOG_INT,
+    PYLON_LOG_UINT,
+    PYLON_LOG_DOUBLE,
+    PYLON_LOG_BOOL
+} pylon_log_kind;
 
 /* A structured field: `key=value` in text, `"key":value` in JSON. */
 typedef struct pylon_log_field {
@@ -33,11 +40,11 @@ typedef struct pylon_log_field {
     } v;
 } pylon_log_field;
 
-#define PYLON_LF_STR(k, x) ((pylon_log_field){.key = (k), .kind = PYLON_LOG_STR, .v.s = (x)})
-#define PYLON_LF_INT(k, x) ((pylon_log_field){.key = (k), .kind = PYLON_LOG_INT, .v.i = (x)})
-#define PYLON_LF_UINT(k, x) ((pylon_log_field){.key = (k), .kind = PYLON_LOG_UINT, .v.u = (x)})
+#define PYLON_LF_STR(k, x)    ((pylon_log_field){.key = (k), .kind = PYLON_LOG_STR, .v.s = (x)})
+#define PYLON_LF_INT(k, x)    ((pylon_log_field){.key = (k), .kind = PYLON_LOG_INT, .v.i = (x)})
+#define PYLON_LF_UINT(k, x)   ((pylon_log_field){.key = (k), .kind = PYLON_LOG_UINT, .v.u = (x)})
 #define PYLON_LF_DOUBLE(k, x) ((pylon_log_field){.key = (k), .kind = PYLON_LOG_DOUBLE, .v.d = (x)})
-#define PYLON_LF_BOOL(k, x) ((pylon_log_field){.key = (k), .kind = PYLON_LOG_BOOL, .v.b = (x)})
+#define PYLON_LF_BOOL(k, x)   ((pylon_log_field){.key = (k), .kind = PYLON_LOG_BOOL, .v.b = (x)})
 
 void pylon_log_configure(pylon_log_format format, pylon_log_level min_level, int fd);
 bool pylon_log_enabled(pylon_log_level level);
@@ -56,8 +63,8 @@ void pylon_logf(pylon_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #define pylon_log_debug(mod, ...) pylon_logf(PYLON_LOG_DEBUG, mod, __VA_ARGS__)
-#define pylon_log_info(mod, ...) pylon_logf(PYLON_LOG_INFO, mod, __VA_ARGS__)
-#define pylon_log_warn(mod, ...) pylon_logf(PYLON_LOG_WARN, mod, __VA_ARGS__)
+#define pylon_log_info(mod, ...)  pylon_logf(PYLON_LOG_INFO, mod, __VA_ARGS__)
+#define pylon_log_warn(mod, ...)  pylon_logf(PYLON_LOG_WARN, mod, __VA_ARGS__)
 #define pylon_log_error(mod, ...) pylon_logf(PYLON_LOG_ERROR, mod, __VA_ARGS__)
 
 const char *pylon_log_level_name(pylon_log_level level);

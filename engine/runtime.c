@@ -32,12 +32,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define RING_SIZE 256u
+#define RING_SIZE          256u
 #define GLOBAL_CHECK_EVERY 61u
-#define GLOBAL_GRAB_MAX 32u
-#define SPIN_ROUNDS 64
+#define GLOBAL_GRAB_MAX    32u
+#define SPIN_ROUNDS        64
 #define RUNNEXT_STREAK_MAX 16u
-#define MAX_WORKERS 256u
+#define MAX_WORKERS        256u
 
 typedef struct worker {
     _Atomic uint32_t head; /* next to take: owner and thieves CAS it */
@@ -158,7 +158,8 @@ static uint32_t ring_push(worker *w, pylon_actor *a)
         if (!atomic_compare_exchange_strong_explicit(&w->head, &h, h + n, memory_order_acq_rel,
                                                      memory_order_relaxed))
             continue; /* thieves took some: there may be room now */
-        for (uint32_t i = 0; i + 1 < n; i++) batch[i]->next_ready = batch[i + 1];
+        for (uint32_t i = 0; i + 1 < n; i++)
+            batch[i]->next_ready = batch[i + 1];
         batch[n - 1]->next_ready = a;
         global_push_list(w->rt, batch[0], a, n + 1);
         return n;
@@ -179,16 +180,16 @@ static pylon_actor *ring_steal(worker *thief, worker *victim)
         n -= n / 2;
         uint32_t tt = atomic_load_explicit(&thief->tail, memory_order_relaxed);
         for (uint32_t i = 0; i < n; i++) {
-            pylon_actor *a = atomic_load_explicit(&victim->ring[(h + i) % RING_SIZE],
-                                                  memory_order_relaxed);
+            pylon_actor *a =
+                atomic_load_explicit(&victim->ring[(h + i) % RING_SIZE], memory_order_relaxed);
             atomic_store_explicit(&thief->ring[(tt + i) % RING_SIZE], a, memory_order_relaxed);
         }
-        if (!atomic_compare_exchange_strong_explicit(&victim->head, &h, h + n,
-                                                     memory_order_acq_rel, memory_order_relaxed))
+        if (!atomic_compare_exchange_strong_explicit(&victim->head, &h, h + n, memory_order_acq_rel,
+                                                     memory_order_relaxed))
             continue;
         /* Keep the last one to run; publish the others in our ring. */
-        pylon_actor *run = atomic_load_explicit(&thief->ring[(tt + n - 1) % RING_SIZE],
-                                                memory_order_relaxed);
+        pylon_actor *run =
+            atomic_load_explicit(&thief->ring[(tt + n - 1) % RING_SIZE], memory_order_relaxed);
         if (n > 1) atomic_store_explicit(&thief->tail, tt + n - 1, memory_order_release);
         return run;
     }
@@ -309,7 +310,8 @@ static pylon_actor *wait_for_work(worker *w)
     pylon_actor *a = NULL;
     atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
     for (int i = 0; i < SPIN_ROUNDS && !a; i++) {
-        for (int j = 0; j < 16; j++) __builtin_ia32_pause();
+        for (int j = 0; j < 16; j++)
+            __builtin_ia32_pause();
         a = find_work(w);
     }
     if (a) {
@@ -432,14 +434,17 @@ void pylon_runtime_destroy(pylon_runtime *rt)
      * last, because ticks still queued are handed back to it. */
     pylon_timers_stop_(rt->timers);
     atomic_store_explicit(&rt->shutting_down, true, memory_order_seq_cst);
-    for (unsigned i = 0; i < rt->nworkers; i++) sem_post(&rt->workers[i].wake);
-    for (unsigned i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i].thread, NULL);
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        sem_post(&rt->workers[i].wake);
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        pthread_join(rt->workers[i].thread, NULL);
     pylon_timers_destroy_(rt->timers);
     uint64_t live = atomic_load(&rt->live_actors);
     if (live > 0)
         pylon_log_warn("engine", "runtime destroyed with %llu actor(s) not stopped and released",
                        (unsigned long long)live);
-    for (unsigned i = 0; i < rt->nworkers; i++) sem_destroy(&rt->workers[i].wake);
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        sem_destroy(&rt->workers[i].wake);
     pthread_mutex_destroy(&rt->global_lock);
     pthread_mutex_destroy(&rt->idle_lock);
     free(rt->idle_stack);

@@ -24,7 +24,7 @@
 typedef struct pylon_timer pylon_timer;
 
 typedef struct pylon_tick {
-    pylon_msg msg;        /* type = the msg_type given at start */
+    pylon_msg msg; /* type = the msg_type given at start */
     pylon_timer *timer;
     uint64_t user;        /* the value given at start */
     uint64_t seq;         /* index n of the latest deadline this tick stands for */

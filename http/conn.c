@@ -21,9 +21,9 @@
 #include <string.h>
 #include <strings.h>
 
-#define MAX_HEADERS 100
+#define MAX_HEADERS   100
 #define READ_BUF_SIZE 65536
-#define LINGER_S 2
+#define LINGER_S      2
 
 struct req_state {
     llhttp_t parser;
@@ -77,7 +77,8 @@ static void on_write(uv_write_t *req, int status)
     write_req *wr = (write_req *)req;
     pylon_conn *c = wr->c;
     c->queued -= wr->bytes;
-    for (size_t i = 0; i < wr->n; i++) pylon_buf_release(wr->bufs[i]);
+    for (size_t i = 0; i < wr->n; i++)
+        pylon_buf_release(wr->bufs[i]);
     free(wr);
     if (status < 0) {
         pylon_conn_close(c);
@@ -89,7 +90,8 @@ static void on_write(uv_write_t *req, int status)
 bool pylon_conn_write(pylon_conn *c, pylon_buf **bufs, size_t n)
 {
     if (c->closing) {
-        for (size_t i = 0; i < n; i++) pylon_buf_release(bufs[i]);
+        for (size_t i = 0; i < n; i++)
+            pylon_buf_release(bufs[i]);
         return false;
     }
     uv_buf_t ub[8];
@@ -103,25 +105,29 @@ bool pylon_conn_write(pylon_conn *c, pylon_buf **bufs, size_t n)
     if (c->queued == 0 && k > 0) { /* nothing ahead of us: try to write right now */
         int r = uv_try_write((uv_stream_t *)&c->tcp, ub, (unsigned)k);
         if (r < 0 && r != UV_EAGAIN) {
-            for (size_t i = 0; i < n; i++) pylon_buf_release(bufs[i]);
+            for (size_t i = 0; i < n; i++)
+                pylon_buf_release(bufs[i]);
             pylon_conn_close(c);
             return false;
         }
         if (r > 0) done = (size_t)r;
     }
     if (done == total) {
-        for (size_t i = 0; i < n; i++) pylon_buf_release(bufs[i]);
+        for (size_t i = 0; i < n; i++)
+            pylon_buf_release(bufs[i]);
         after_write_check(c);
         return true;
     }
     /* Skip what was written, queue the rest; the buffers stay referenced until on_write. */
     size_t first = 0, skip = done;
-    while (skip >= ub[first].len) skip -= ub[first++].len;
+    while (skip >= ub[first].len)
+        skip -= ub[first++].len;
     ub[first].base += skip;
     ub[first].len -= skip;
     write_req *wr = malloc(sizeof *wr + n * sizeof(pylon_buf *));
     if (!wr) {
-        for (size_t i = 0; i < n; i++) pylon_buf_release(bufs[i]);
+        for (size_t i = 0; i < n; i++)
+            pylon_buf_release(bufs[i]);
         pylon_conn_close(c);
         return false;
     }
@@ -130,10 +136,12 @@ bool pylon_conn_write(pylon_conn *c, pylon_buf **bufs, size_t n)
     wr->bytes = total - done;
     memcpy(wr->bufs, bufs, n * sizeof(pylon_buf *));
     c->queued += wr->bytes;
-    int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, ub + first, (unsigned)(k - first), on_write);
+    int rc =
+        uv_write(&wr->req, (uv_stream_t *)&c->tcp, ub + first, (unsigned)(k - first), on_write);
     if (rc < 0) {
         c->queued -= wr->bytes;
-        for (size_t i = 0; i < n; i++) pylon_buf_release(bufs[i]);
+        for (size_t i = 0; i < n; i++)
+            pylon_buf_release(bufs[i]);
         free(wr);
         pylon_conn_close(c);
         return false;
@@ -255,15 +263,16 @@ static void record(io_loop *io, pylon_http_exchange *ex, int status)
     if (mi >= 0) STAT_ADD(st->by_method[mi], 1);
     if (status >= 100 && status < 600) STAT_ADD(st->by_class[status / 100], 1);
     int b = 0;
-    while (b < 11 && secs > pylon_http_latency_bounds[b]) b++;
+    while (b < 11 && secs > pylon_http_latency_bounds[b])
+        b++;
     STAT_ADD(st->latency_buckets[b], 1);
     STAT_ADD(st->latency_count, 1);
     STAT_ADD(st->latency_sum_us, (uint64_t)(secs * 1e6));
     if (ex->log && pylon_log_enabled(PYLON_LOG_INFO)) {
-        pylon_log_field f[] = {
-            PYLON_LF_STR("method", ex->req.method_name), PYLON_LF_STR("path", ex->req.url),
-            PYLON_LF_INT("status", status), PYLON_LF_DOUBLE("ms", secs * 1000.0),
-            PYLON_LF_STR("ip", ex->req.client_ip)};
+        pylon_log_field f[] = {PYLON_LF_STR("method", ex->req.method_name),
+                               PYLON_LF_STR("path", ex->req.url), PYLON_LF_INT("status", status),
+                               PYLON_LF_DOUBLE("ms", secs * 1000.0),
+                               PYLON_LF_STR("ip", ex->req.client_ip)};
         pylon_log_write(PYLON_LOG_INFO, "http", "request", f, sizeof f / sizeof f[0]);
     }
 }
@@ -369,7 +378,8 @@ static bool arena_put(req_state *rs, const char *p, size_t len)
 {
     if (rs->arena_len + len + 1 > rs->arena_cap) {
         size_t cap = rs->arena_cap ? rs->arena_cap : 1024;
-        while (cap < rs->arena_len + len + 1) cap *= 2;
+        while (cap < rs->arena_len + len + 1)
+            cap *= 2;
         char *na = realloc(rs->arena, cap);
         if (!na) return false;
         rs->arena = na;
@@ -493,7 +503,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
                       "Request body is larger than 10 MiB: split it into smaller requests");
     if (rs->body_len + len > rs->body_cap) {
         size_t cap = rs->body_cap ? rs->body_cap : 4096;
-        while (cap < rs->body_len + len) cap *= 2;
+        while (cap < rs->body_len + len)
+            cap *= 2;
         if (cap > o->max_body_bytes) cap = o->max_body_bytes;
         uint8_t *nb = realloc(rs->body, cap);
         if (!nb) return refuse(rs, 500, "INTERNAL", "out of memory");
@@ -502,7 +513,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     }
     memcpy(rs->body + rs->body_len, at, len);
     rs->body_len += len;
-    c->deadline_ms = now_ms(c->io) + o->body_timeout_s * 1000ull; /* a slow body, not a stalled one */
+    c->deadline_ms =
+        now_ms(c->io) + o->body_timeout_s * 1000ull; /* a slow body, not a stalled one */
     return 0;
 }
 
@@ -555,13 +567,20 @@ static req_state *req_state_new(pylon_conn *c)
 static unsigned method_bit(int m)
 {
     switch (m) {
-    case HTTP_GET: return PYLON_M_GET;
-    case HTTP_POST: return PYLON_M_POST;
-    case HTTP_PUT: return PYLON_M_PUT;
-    case HTTP_PATCH: return PYLON_M_PATCH;
-    case HTTP_DELETE: return PYLON_M_DELETE;
-    case HTTP_HEAD: return PYLON_M_HEAD | PYLON_M_GET; /* HEAD is served by GET routes */
-    default: return 0;
+    case HTTP_GET:
+        return PYLON_M_GET;
+    case HTTP_POST:
+        return PYLON_M_POST;
+    case HTTP_PUT:
+        return PYLON_M_PUT;
+    case HTTP_PATCH:
+        return PYLON_M_PATCH;
+    case HTTP_DELETE:
+        return PYLON_M_DELETE;
+    case HTTP_HEAD:
+        return PYLON_M_HEAD | PYLON_M_GET; /* HEAD is served by GET routes */
+    default:
+        return 0;
     }
 }
 
@@ -646,10 +665,14 @@ static int stream_kind_for(const pylon_http_request *req, int listener)
 {
     bool upgrade = pylon_ws_wants_upgrade(req);
     switch (listener) {
-    case PYLON_LISTEN_SYNC_WS: return PYLON_STREAM_SYNC_WS;
-    case PYLON_LISTEN_SHARD_WS: return PYLON_STREAM_SHARD_WS;
-    case PYLON_LISTEN_SSE: return PYLON_STREAM_SSE;
-    default: break;
+    case PYLON_LISTEN_SYNC_WS:
+        return PYLON_STREAM_SYNC_WS;
+    case PYLON_LISTEN_SHARD_WS:
+        return PYLON_STREAM_SHARD_WS;
+    case PYLON_LISTEN_SSE:
+        return PYLON_STREAM_SSE;
+    default:
+        break;
     }
     if (upgrade) {
         if (strncmp(req->path, "/shard", 6) == 0 && (req->path[6] == '\0' || req->path[6] == '/'))
@@ -689,7 +712,7 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
     if (rs_http11(c) && !pylon_http_header_get(req, "host")) {
         ex->keep_alive = false;
         pylon_http_respond_error(ex, 400, "BAD_REQUEST", "HTTP/1.1 requests need a Host header",
-                    "send Host: <server name>");
+                                 "send Host: <server name>");
         return;
     }
 
@@ -721,9 +744,10 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
         if (bad) {
             char msg[320];
             snprintf(msg, sizeof msg, "Origin '%.250s' not allowed", bad);
-            pylon_http_respond_error(ex, 403, "CSRF_REJECTED", msg,
-                        "add the origin to PYLON_CSRF_ORIGINS, or authenticate with a Bearer "
-                        "token");
+            pylon_http_respond_error(
+                ex, 403, "CSRF_REJECTED", msg,
+                "add the origin to PYLON_CSRF_ORIGINS, or authenticate with a Bearer "
+                "token");
             return;
         }
     }
@@ -733,14 +757,15 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
     if (kind >= 0) {
         if (atomic_load(&srv->draining)) {
             pylon_http_respond_error(ex, 503, "SHUTTING_DOWN", "The server is shutting down",
-                        "reconnect to another instance");
+                                     "reconnect to another instance");
             return;
         }
         pylon_stream_begin(c, ex, (pylon_stream_kind)kind, rest, rest_len);
         return;
     }
     if (is_stream_listener(c->listener)) { /* unreachable: every request there is a stream */
-        pylon_http_respond_error(ex, 426, "UPGRADE_REQUIRED", "This port only serves WebSocket", NULL);
+        pylon_http_respond_error(ex, 426, "UPGRADE_REQUIRED", "This port only serves WebSocket",
+                                 NULL);
         return;
     }
 
@@ -756,7 +781,7 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
         char msg[300];
         snprintf(msg, sizeof msg, "No API route matches %.250s", req->path);
         pylon_http_respond_error(ex, 404, "NOT_FOUND", msg,
-                    "see GET /api/transports, /health, /readyz and /metrics");
+                                 "see GET /api/transports, /health, /readyz and /metrics");
         return;
     }
     if (ex->match.status == 405) {
@@ -905,11 +930,13 @@ void pylon_conn_accept(io_loop *io, uv_stream_t *listener, int kind)
                        strncmp(c->peer_ip, "::ffff:127.", 11) == 0;
     /* Per-IP caps: excess connections are closed at once, before any byte is read. */
     uint32_t h = 2166136261u;
-    for (const char *p = c->peer_ip; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    for (const char *p = c->peer_ip; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
     ip_slot **bucket = &io->ips[h % IP_BUCKETS], *slot = *bucket;
-    while (slot && strcmp(slot->ip, c->peer_ip) != 0) slot = slot->next;
-    unsigned cap = kind == PYLON_LISTEN_MAIN ? srv->opt.max_conns_per_ip
-                                             : srv->opt.max_stream_conns_per_ip;
+    while (slot && strcmp(slot->ip, c->peer_ip) != 0)
+        slot = slot->next;
+    unsigned cap =
+        kind == PYLON_LISTEN_MAIN ? srv->opt.max_conns_per_ip : srv->opt.max_stream_conns_per_ip;
     if ((slot && cap && slot->count[kind] >= cap) || atomic_load(&srv->draining)) {
         STAT_ADD(io->stats.rejected_conns, 1);
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);

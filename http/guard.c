@@ -31,11 +31,14 @@ static size_t split_list(const char *s, char **out, bool *any)
 {
     size_t n = 0;
     while (s && *s && n < MAX_ORIGINS) {
-        while (*s == ' ' || *s == ',') s++;
+        while (*s == ' ' || *s == ',')
+            s++;
         const char *e = s;
-        while (*e && *e != ',') e++;
+        while (*e && *e != ',')
+            e++;
         const char *t = e;
-        while (t > s && t[-1] == ' ') t--;
+        while (t > s && t[-1] == ' ')
+            t--;
         if (t > s) {
             out[n] = strndup(s, (size_t)(t - s));
             if (strcmp(out[n], "*") == 0) *any = true;
@@ -62,18 +65,20 @@ pylon_guard *pylon_guard_new(const pylon_guard_config *cfg)
 void pylon_guard_free(pylon_guard *g)
 {
     if (!g) return;
-    for (size_t i = 0; i < g->ncors; i++) free(g->cors_list[i]);
-    for (size_t i = 0; i < g->ncsrf; i++) free(g->csrf_list[i]);
+    for (size_t i = 0; i < g->ncors; i++)
+        free(g->cors_list[i]);
+    for (size_t i = 0; i < g->ncsrf; i++)
+        free(g->csrf_list[i]);
     free(g);
 }
 
-size_t pylon_guard_response_headers(const pylon_guard *g, const char *origin, char *out,
-                                    size_t cap)
+size_t pylon_guard_response_headers(const pylon_guard *g, const char *origin, char *out, size_t cap)
 {
     /* One configured origin is sent verbatim (the original's behaviour); with several, the
      * request's Origin is echoed when it is one of them, so browsers accept it. */
     const char *allow = g->ncors ? g->cors_list[0] : NULL;
-    if (g->cors_any) allow = "*";
+    if (g->cors_any)
+        allow = "*";
     else if (origin && g->ncors > 1)
         for (size_t i = 0; i < g->ncors; i++)
             if (strcmp(origin, g->cors_list[i]) == 0) allow = g->cors_list[i];
@@ -142,12 +147,15 @@ void pylon_guard_client_ip(const pylon_guard *g, const char *peer_ip, const char
     size_t lens[64], n = 0;
     const char *p = xff;
     while (*p && n < 64) {
-        while (*p == ' ' || *p == ',') p++;
+        while (*p == ' ' || *p == ',')
+            p++;
         if (!*p) break;
         const char *e = p;
-        while (*e && *e != ',') e++;
+        while (*e && *e != ',')
+            e++;
         const char *t = e;
-        while (t > p && t[-1] == ' ') t--;
+        while (t > p && t[-1] == ' ')
+            t--;
         entries[n] = p;
         lens[n] = (size_t)(t - p);
         n++;
@@ -216,7 +224,8 @@ void pylon_rate_limiter_free(pylon_rate_limiter *rl)
 static uint32_t hash_str(const char *s)
 {
     uint32_t h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
     return h;
 }
 
@@ -248,7 +257,8 @@ unsigned pylon_rate_limiter_hit(pylon_rate_limiter *rl, const char *ip, uint64_t
     }
     uint32_t b = hash_str(ip) % RL_BUCKETS;
     rl_entry *e = rl->buckets[b];
-    while (e && strcmp(e->ip, ip) != 0) e = e->next;
+    while (e && strcmp(e->ip, ip) != 0)
+        e = e->next;
     if (!e) {
         e = calloc(1, sizeof *e);
         if (!e) return 0; /* out of memory: fail open rather than refuse everyone */

@@ -28,7 +28,8 @@ void pylon_router_free(pylon_router *r)
 {
     if (!r) return;
     for (size_t i = 0; i < r->n; i++) {
-        for (size_t j = 0; j < r->routes[i].nsegs; j++) free(r->routes[i].segs[j]);
+        for (size_t j = 0; j < r->routes[i].nsegs; j++)
+            free(r->routes[i].segs[j]);
         free(r->routes[i].segs);
         if (r->routes[i].actor) pylon_actor_release(r->routes[i].actor);
     }

@@ -38,8 +38,8 @@ typedef struct pylon_http_msg {
 } pylon_http_msg;
 
 typedef struct pylon_route_match {
-    int status;          /* 0 found, 404 no such path, 405 path exists with other methods */
-    unsigned allowed;    /* for 405: the methods the path accepts */
+    int status;       /* 0 found, 404 no such path, 405 path exists with other methods */
+    unsigned allowed; /* for 405: the methods the path accepts */
     pylon_http_inline_fn fn;
     pylon_actor *actor;
     uint32_t msg_type;

@@ -40,9 +40,11 @@ void pylon_server_ip_release(io_loop *io, ip_slot *slot, int kind)
         if (slot->count[k]) return;
     /* Last connection from this IP: unlink the slot so the table stays small. */
     uint32_t h = 2166136261u;
-    for (const char *p = slot->ip; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    for (const char *p = slot->ip; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
     ip_slot **pp = &io->ips[h % IP_BUCKETS];
-    while (*pp && *pp != slot) pp = &(*pp)->next;
+    while (*pp && *pp != slot)
+        pp = &(*pp)->next;
     if (*pp) *pp = slot->next;
     free(slot);
 }
@@ -217,7 +219,8 @@ static void on_every_loop(pylon_http_server *srv, void (*fn)(io_loop *, void *),
         pylon_loop_post(srv->loops[i].loop, &st->task);
     }
     pthread_mutex_lock(&srv->lock);
-    while (srv->pending_reports > 0) pthread_cond_wait(&srv->cond, &srv->lock);
+    while (srv->pending_reports > 0)
+        pthread_cond_wait(&srv->cond, &srv->lock);
     pthread_mutex_unlock(&srv->lock);
 }
 
@@ -241,7 +244,8 @@ static void count_busy(io_loop *io, void *arg)
 static void count_open(io_loop *io, void *arg)
 {
     unsigned n = 0;
-    for (pylon_conn *c = io->conns; c; c = c->next) n++;
+    for (pylon_conn *c = io->conns; c; c = c->next)
+        n++;
     *(unsigned *)arg += n;
 }
 
@@ -332,12 +336,16 @@ void pylon_http_server_stats(pylon_http_server *srv, pylon_http_stats *out)
         out->requests += LOAD(s->requests);
         out->ok += LOAD(s->ok);
         out->errors += LOAD(s->errors);
-        for (int k = 0; k < 5; k++) out->by_method[k] += LOAD(s->by_method[k]);
-        for (int k = 0; k < 6; k++) out->by_class[k] += LOAD(s->by_class[k]);
-        for (int k = 0; k < 12; k++) out->latency_buckets[k] += LOAD(s->latency_buckets[k]);
+        for (int k = 0; k < 5; k++)
+            out->by_method[k] += LOAD(s->by_method[k]);
+        for (int k = 0; k < 6; k++)
+            out->by_class[k] += LOAD(s->by_class[k]);
+        for (int k = 0; k < 12; k++)
+            out->latency_buckets[k] += LOAD(s->latency_buckets[k]);
         out->latency_count += LOAD(s->latency_count);
         out->latency_sum_s += (double)LOAD(s->latency_sum_us) / 1e6;
-        for (int k = 0; k < PYLON_LISTEN_COUNT + 2; k++) out->open[k] += LOAD(s->open[k]);
+        for (int k = 0; k < PYLON_LISTEN_COUNT + 2; k++)
+            out->open[k] += LOAD(s->open[k]);
         out->rejected_conns += LOAD(s->rejected_conns);
         out->timeouts += LOAD(s->timeouts);
     }

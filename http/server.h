@@ -40,7 +40,7 @@ typedef struct pylon_http_server_options {
     unsigned header_timeout_s; /* from the first byte of a request to the end of its headers */
     unsigned body_timeout_s;   /* longest pause between two pieces of a body */
     unsigned idle_timeout_s;   /* keep-alive connection with no request */
-    unsigned max_conns_per_ip;        /* HTTP connections on the main port */
+    unsigned max_conns_per_ip; /* HTTP connections on the main port */
     unsigned max_stream_conns_per_ip; /* per streaming listener (WS, SSE, shard WS) */
     size_t ws_max_frame;              /* PYLON_WS_MAX_FRAME */
     size_t stream_max_backlog;        /* PYLON_WS_MAX_BACKLOG, bytes queued to one client */

@@ -39,8 +39,8 @@ typedef struct loop_stats {
     _Atomic uint64_t rejected_conns, timeouts;
 } loop_stats;
 
-#define STAT_ADD(field, n)                                                                        \
-    atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n),   \
+#define STAT_ADD(field, n)                                                                         \
+    atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n),    \
                           memory_order_relaxed)
 
 struct io_loop {
@@ -50,11 +50,11 @@ struct io_loop {
     uv_tcp_t listeners[PYLON_LISTEN_COUNT];
     bool listening[PYLON_LISTEN_COUNT];
     uv_timer_t sweep;
-    uint64_t now_s; /* seconds since the server started, refreshed each sweep and read */
+    uint64_t now_s;    /* seconds since the server started, refreshed each sweep and read */
     pylon_conn *conns; /* every open connection, for the sweep and shutdown */
     ip_slot *ips[IP_BUCKETS];
     pylon_rate_limiter *rate;
-    uint8_t *read_buf; /* one buffer per loop: reads are consumed before the next one */
+    uint8_t *read_buf;  /* one buffer per loop: reads are consumed before the next one */
     unsigned http_busy; /* connections with a request partly received or being handled */
     loop_stats stats;
 };
@@ -79,11 +79,11 @@ struct pylon_conn {
     uint8_t phase;    /* conn_phase */
     bool closing, reading, close_after_write, lingering, peer_loopback;
     bool resuming, resume_again; /* see pylon_conn_resume_http */
-    uint64_t deadline_ms; /* when the current phase times out (ms since start); 0 = none */
-    uint64_t last_recv_s; /* streams: liveness */
-    size_t queued;        /* bytes handed to uv_write and not yet written */
-    req_state *rs;        /* HTTP parsing state; NULL once upgraded */
-    uint8_t *pending;     /* input received while a request was being handled */
+    uint64_t deadline_ms;        /* when the current phase times out (ms since start); 0 = none */
+    uint64_t last_recv_s;        /* streams: liveness */
+    size_t queued;               /* bytes handed to uv_write and not yet written */
+    req_state *rs;               /* HTTP parsing state; NULL once upgraded */
+    uint8_t *pending;            /* input received while a request was being handled */
     size_t pending_len;
     pylon_http_exchange *ex; /* the request being handled */
     ws_state *ws;            /* WebSocket or SSE */
@@ -94,7 +94,7 @@ struct pylon_http_exchange {
     pylon_loop_task task; /* posts the answer back to the loop */
     pylon_conn *conn;     /* NULL when the client left before the answer */
     io_loop *io;
-    req_state *rs;        /* owns the request's memory */
+    req_state *rs; /* owns the request's memory */
     pylon_http_request req;
     pylon_route_match match;
     uint64_t start_ns;
@@ -107,7 +107,7 @@ struct pylon_http_exchange {
 void pylon_conn_accept(io_loop *io, uv_stream_t *listener, int kind);
 void pylon_conn_close(pylon_conn *c);
 bool pylon_conn_write(pylon_conn *c, pylon_buf **bufs, size_t n); /* takes the references */
-void pylon_conn_close_when_flushed(pylon_conn *c); /* then a lingering close */
+void pylon_conn_close_when_flushed(pylon_conn *c);                /* then a lingering close */
 void pylon_conn_start_reading(pylon_conn *c);
 void pylon_conn_sweep(io_loop *io);
 void pylon_conn_shutdown_idle(io_loop *io); /* drain: close connections with no request */

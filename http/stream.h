@@ -57,8 +57,7 @@ typedef struct pylon_stream_handlers {
      * this stream (e.g. its session actor). May close the stream at once (e.g. 1008). */
     void *(*on_open)(pylon_stream *s, const pylon_stream_open *info);
     /* Loop thread: one complete message from the client (WebSocket only). */
-    void (*on_message)(void *user, pylon_stream *s, bool binary, const uint8_t *data,
-                       size_t len);
+    void (*on_message)(void *user, pylon_stream *s, bool binary, const uint8_t *data, size_t len);
     /* Loop thread: the connection is gone. Sends after this are dropped. */
     void (*on_close)(void *user, pylon_stream *s);
     pylon_backlog_policy backlog_policy;

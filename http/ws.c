@@ -25,7 +25,7 @@
 #include <wslay/wslay.h>
 
 #define WSLAY_IDLE_FREE_S 10
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455 §1.3 */
+#define WS_GUID           "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455 §1.3 */
 
 struct pylon_stream {
     _Atomic uint32_t refs;
@@ -94,7 +94,8 @@ pylon_buf *pylon_ws_frame(int opcode, const void *payload, size_t len)
         p[3] = (uint8_t)len;
     } else {
         p[1] = 127;
-        for (int i = 0; i < 8; i++) p[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+        for (int i = 0; i < 8; i++)
+            p[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
     }
     if (len) memcpy(p + hl, payload, len);
     return b;
@@ -251,8 +252,7 @@ void pylon_stream_close(pylon_stream *s, uint16_t code, const char *reason)
 
 /* ---- wslay glue -------------------------------------------------------------------------- */
 
-static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
-                       void *user)
+static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     (void)flags;
     ws_state *ws = ((pylon_conn *)user)->ws;
@@ -299,7 +299,8 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     case WSLAY_CONNECTION_CLOSE:
         ws->close_received = true; /* wslay queues the echoing close frame itself */
         break;
-    default: break; /* ping (wslay answers with a pong) and pong */
+    default:
+        break; /* ping (wslay answers with a pong) and pong */
     }
 }
 
@@ -316,8 +317,7 @@ static wslay_event_context_ptr wslay_for(pylon_conn *c)
 }
 
 /* Length of the complete frame at p (header + payload), 0 if incomplete, -1 if refused. */
-static ssize_t frame_length(pylon_conn *c, const uint8_t *p, size_t avail, bool *fin,
-                            int *opcode)
+static ssize_t frame_length(pylon_conn *c, const uint8_t *p, size_t avail, bool *fin, int *opcode)
 {
     if (avail < 2) return 0;
     *fin = p[0] & 0x80;
@@ -335,7 +335,8 @@ static ssize_t frame_length(pylon_conn *c, const uint8_t *p, size_t avail, bool 
     } else if (len == 127) {
         if (avail < 10) return 0;
         len = 0;
-        for (int i = 0; i < 8; i++) len = (len << 8) | p[2 + i];
+        for (int i = 0; i < 8; i++)
+            len = (len << 8) | p[2 + i];
         hl = 10;
     }
     hl += 4; /* mask key */
@@ -461,11 +462,14 @@ static bool header_has_token(const char *v, const char *token)
 {
     size_t tl = strlen(token);
     while (v && *v) {
-        while (*v == ' ' || *v == ',') v++;
+        while (*v == ' ' || *v == ',')
+            v++;
         const char *e = v;
-        while (*e && *e != ',') e++;
+        while (*e && *e != ',')
+            e++;
         const char *t = e;
-        while (t > v && t[-1] == ' ') t--;
+        while (t > v && t[-1] == ' ')
+            t--;
         if ((size_t)(t - v) == tl && strncasecmp(v, token, tl) == 0) return true;
         v = e;
     }
@@ -512,7 +516,11 @@ static bool pct_decode(const char *s, size_t len, char *out, size_t cap, bool pl
     const unsigned char *u = (const unsigned char *)out;
     for (size_t i = 0; i < n;) {
         unsigned char ch = u[i];
-        size_t k = ch < 0x80 ? 1 : (ch >> 5) == 6 ? 2 : (ch >> 4) == 14 ? 3 : (ch >> 3) == 30 ? 4 : 0;
+        size_t k = ch < 0x80         ? 1
+                   : (ch >> 5) == 6  ? 2
+                   : (ch >> 4) == 14 ? 3
+                   : (ch >> 3) == 30 ? 4
+                                     : 0;
         if (!k || i + k > n) return false;
         for (size_t j = 1; j < k; j++)
             if ((u[i + j] & 0xc0) != 0x80) return false;
@@ -542,7 +550,8 @@ static void cookie_value(const char *cookies, const char *name, char *out, size_
     const char *p = cookies;
     out[0] = '\0';
     while (p && *p) {
-        while (*p == ' ' || *p == ';') p++;
+        while (*p == ' ' || *p == ';')
+            p++;
         const char *e = strchr(p, ';');
         size_t len = e ? (size_t)(e - p) : strlen(p);
         if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
@@ -604,7 +613,8 @@ void pylon_stream_begin(pylon_conn *c, pylon_http_exchange *ex, pylon_stream_kin
     size_t hn;
     if (sse) {
         if (req->method != HTTP_GET) {
-            pylon_http_respond_error(ex, 405, "METHOD_NOT_ALLOWED", "SSE streams are opened with GET",
+            pylon_http_respond_error(ex, 405, "METHOD_NOT_ALLOWED",
+                                     "SSE streams are opened with GET",
                                      "GET /events with Accept: text/event-stream");
             return;
         }
@@ -639,25 +649,27 @@ void pylon_stream_begin(pylon_conn *c, pylon_http_exchange *ex, pylon_stream_kin
             pylon_http_response res = {
                 .status = 426,
                 .headers = "Sec-WebSocket-Version: 13\r\n",
-                .body = pylon_http_error_body("UPGRADE_REQUIRED",
-                                              "Unsupported WebSocket version",
+                .body = pylon_http_error_body("UPGRADE_REQUIRED", "Unsupported WebSocket version",
                                               "use Sec-WebSocket-Version: 13")};
             pylon_http_respond(ex, &res);
             return;
         }
         if (!key || strlen(key) != 24) {
-            pylon_http_respond_error(ex, 400, "BAD_REQUEST", "Missing or malformed Sec-WebSocket-Key",
-                                     NULL);
+            pylon_http_respond_error(ex, 400, "BAD_REQUEST",
+                                     "Missing or malformed Sec-WebSocket-Key", NULL);
             return;
         }
         /* bearer.<pct-token>: the first entry that decodes strictly is echoed exactly. */
         const char *protos = pylon_http_header_get(req, "sec-websocket-protocol");
         for (const char *p = protos; p && *p;) {
-            while (*p == ' ' || *p == ',') p++;
+            while (*p == ' ' || *p == ',')
+                p++;
             const char *e = p;
-            while (*e && *e != ',') e++;
+            while (*e && *e != ',')
+                e++;
             const char *t = e;
-            while (t > p && t[-1] == ' ') t--;
+            while (t > p && t[-1] == ' ')
+                t--;
             size_t len = (size_t)(t - p);
             char decoded[512];
             if (len > 7 && strncmp(p, "bearer.", 7) == 0 && len < sizeof proto_echo &&
@@ -683,8 +695,8 @@ void pylon_stream_begin(pylon_conn *c, pylon_http_exchange *ex, pylon_stream_kin
         hn = (size_t)snprintf(head, sizeof head,
                               "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                               "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
-                              accept, proto_echo[0] ? "Sec-WebSocket-Protocol: " : "",
-                              proto_echo, proto_echo[0] ? "\r\n" : "");
+                              accept, proto_echo[0] ? "Sec-WebSocket-Protocol: " : "", proto_echo,
+                              proto_echo[0] ? "\r\n" : "");
     }
 
     ws_state *ws = calloc(1, sizeof *ws);

@@ -101,7 +101,7 @@ static void run_matching(pylon_matchmaker *m)
                  (unsigned long long)++m->counter);
         pylon_shard_config cfg = PYLON_SHARD_CONFIG_DEFAULT;
         if (pylon_shards_create(m->shards, id, m->o.kind, NULL, &cfg, err, sizeof err) != 0)
-            return; /* try again next second */
+            return;                    /* try again next second */
         for (size_t g = k; g-- > 0;) { /* from the back: indices stay valid */
             if (m->nm == m->mcap) {
                 size_t cap = m->mcap ? m->mcap * 2 : 16;
@@ -169,10 +169,11 @@ static void on_stop(pylon_actor *self)
     free(m);
 }
 
-static const pylon_actor_def MM_DEF = {.name = "matchmaker", .behaviour = behaviour, .on_stop = on_stop};
+static const pylon_actor_def MM_DEF = {
+    .name = "matchmaker", .behaviour = behaviour, .on_stop = on_stop};
 
-pylon_matchmaker *pylon_matchmaker_start(pylon_runtime *rt, pylon_shards *shards,
-                                         pylon_auth *auth, const pylon_matchmaker_options *o)
+pylon_matchmaker *pylon_matchmaker_start(pylon_runtime *rt, pylon_shards *shards, pylon_auth *auth,
+                                         const pylon_matchmaker_options *o)
 {
     pylon_matchmaker *m = calloc(1, sizeof *m);
     if (!m) return NULL;
@@ -224,9 +225,18 @@ static void forward(pylon_http_exchange *ex, pylon_matchmaker *m, int type)
     pylon_actor_send(m->actor, &r->msg);
 }
 
-static void enqueue_h(pylon_http_exchange *ex, void *ctx) { forward(ex, ctx, MSG_ENQUEUE); }
-static void status_h(pylon_http_exchange *ex, void *ctx) { forward(ex, ctx, MSG_STATUS); }
-static void dequeue_h(pylon_http_exchange *ex, void *ctx) { forward(ex, ctx, MSG_DEQUEUE); }
+static void enqueue_h(pylon_http_exchange *ex, void *ctx)
+{
+    forward(ex, ctx, MSG_ENQUEUE);
+}
+static void status_h(pylon_http_exchange *ex, void *ctx)
+{
+    forward(ex, ctx, MSG_STATUS);
+}
+static void dequeue_h(pylon_http_exchange *ex, void *ctx)
+{
+    forward(ex, ctx, MSG_DEQUEUE);
+}
 
 bool pylon_matchmaker_routes(pylon_router *r, pylon_matchmaker *m)
 {

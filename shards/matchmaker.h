@@ -25,8 +25,8 @@ typedef struct pylon_matchmaker_options {
     unsigned max_wait_s; /* default 60 */
 } pylon_matchmaker_options;
 
-pylon_matchmaker *pylon_matchmaker_start(pylon_runtime *rt, pylon_shards *shards,
-                                         pylon_auth *auth, const pylon_matchmaker_options *o);
+pylon_matchmaker *pylon_matchmaker_start(pylon_runtime *rt, pylon_shards *shards, pylon_auth *auth,
+                                         const pylon_matchmaker_options *o);
 void pylon_matchmaker_stop(pylon_matchmaker *m);
 bool pylon_matchmaker_routes(pylon_router *r, pylon_matchmaker *m);
 

@@ -59,7 +59,8 @@ bool pylon_plugins_load(pylon_shards *r, const char *list, char *err, size_t err
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", list);
     for (char *save = NULL, *p = strtok_r(buf, ":,", &save); p; p = strtok_r(NULL, ":,", &save)) {
-        while (*p == ' ') p++;
+        while (*p == ' ')
+            p++;
         if (*p && !load_one(r, p, err, errlen)) return false;
     }
     return true;

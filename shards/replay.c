@@ -45,8 +45,9 @@ int pylon_replay_run(pylon_shards *kinds, const char *path)
             const char *kind = json_string_value(json_object_get(j, "kind"));
             sim = kind ? pylon_shards_kind(kinds, kind) : NULL;
             if (!sim) {
-                fprintf(stderr, "pylon replay: %s: unknown simulation kind \"%s\" (plugins come "
-                                "from PYLON_SHARD_PLUGINS)\n",
+                fprintf(stderr,
+                        "pylon replay: %s: unknown simulation kind \"%s\" (plugins come "
+                        "from PYLON_SHARD_PLUGINS)\n",
                         path, kind ? kind : "");
                 json_decref(j);
                 goto out;
@@ -54,7 +55,7 @@ int pylon_replay_run(pylon_shards *kinds, const char *path)
             json_int_t hz = json_integer_value(json_object_get(j, "tick_rate_hz"));
             dt = hz > 0 ? 1.0 / (double)hz : 0;
             char *cfg = json_dumps(json_object_get(j, "config") ? json_object_get(j, "config")
-                                                                 : json_object(),
+                                                                : json_object(),
                                    JSON_COMPACT);
             pylon_sim_ctx ctx = {.shard_id = json_string_value(json_object_get(j, "id")),
                                  .tick_rate_hz = (uint32_t)hz,
@@ -69,7 +70,8 @@ int pylon_replay_run(pylon_shards *kinds, const char *path)
             }
         } else if (state && json_object_get(j, "tick")) {
             uint64_t at = (uint64_t)json_integer_value(json_object_get(j, "tick"));
-            while (tick + 1 < at) sim->tick(state, ++tick == 1 ? 0 : dt); /* quiet ticks */
+            while (tick + 1 < at)
+                sim->tick(state, ++tick == 1 ? 0 : dt); /* quiet ticks */
             size_t i;
             json_t *in;
             json_array_foreach(json_object_get(j, "inputs"), i, in)
@@ -77,33 +79,40 @@ int pylon_replay_run(pylon_shards *kinds, const char *path)
                 char *text = json_dumps(json_array_get(in, 1), JSON_COMPACT | JSON_ENCODE_ANY);
                 if (text)
                     sim->apply_input(state, json_string_value(json_array_get(in, 0)), text,
-                                     strlen(text), (uint64_t)json_integer_value(json_array_get(in, 2)));
+                                     strlen(text),
+                                     (uint64_t)json_integer_value(json_array_get(in, 2)));
                 free(text);
             }
             tick = at;
             sim->tick(state, at == 1 ? 0 : dt);
         } else if (state && json_object_get(j, "end")) {
             end = (uint64_t)json_integer_value(json_object_get(j, "end"));
-            want = strtoull(json_string_value(json_object_get(j, "hash")) ? json_string_value(json_object_get(j, "hash")) : "0", NULL, 16);
-            while (tick < end) sim->tick(state, ++tick == 1 ? 0 : dt);
+            want = strtoull(json_string_value(json_object_get(j, "hash"))
+                                ? json_string_value(json_object_get(j, "hash"))
+                                : "0",
+                            NULL, 16);
+            while (tick < end)
+                sim->tick(state, ++tick == 1 ? 0 : dt);
             ended = true;
         }
         json_decref(j);
     }
     if (!ended) {
-        fprintf(stderr, "pylon replay: %s: no end line (the shard was still running, or the file "
-                        "is cut short)\n",
+        fprintf(stderr,
+                "pylon replay: %s: no end line (the shard was still running, or the file "
+                "is cut short)\n",
                 path);
         goto out;
     }
     uint64_t got = pylon_sim_state_hash(sim, state);
     if (got == want) {
-        printf("replay OK: %llu ticks, final state hash %016llx matches\n",
-               (unsigned long long)end, (unsigned long long)got);
+        printf("replay OK: %llu ticks, final state hash %016llx matches\n", (unsigned long long)end,
+               (unsigned long long)got);
         rc = 0;
     } else {
-        fprintf(stderr, "replay MISMATCH: final state hash %016llx, recorded %016llx (the "
-                        "simulation is not deterministic)\n",
+        fprintf(stderr,
+                "replay MISMATCH: final state hash %016llx, recorded %016llx (the "
+                "simulation is not deterministic)\n",
                 (unsigned long long)got, (unsigned long long)want);
     }
 out:

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <xxhash.h>
 
-#define MAX_KINDS 32
+#define MAX_KINDS   32
 #define MAX_CATCHUP 2 /* after a stall, at most this many extra ticks are run at once */
 
 const pylon_sim_vtable *pylon_sim_arena(void);
@@ -154,7 +154,8 @@ static void send_snapshots(pylon_shard *s, uint64_t tick)
             size_t n = 8 + s->snap.len;
             uint8_t *payload = malloc(n);
             if (payload) {
-                for (int b = 0; b < 8; b++) payload[b] = (uint8_t)(tick >> (56 - 8 * b));
+                for (int b = 0; b < 8; b++)
+                    payload[b] = (uint8_t)(tick >> (56 - 8 * b));
                 if (s->snap.len) memcpy(payload + 8, s->snap.data, s->snap.len);
                 mk->frame = pylon_ws_frame(2, payload, n);
                 free(payload);
@@ -165,7 +166,8 @@ static void send_snapshots(pylon_shard *s, uint64_t tick)
             atomic_fetch_add_explicit(&s->frames_skipped, 1, memory_order_relaxed);
     }
     uint64_t skipped = 0; /* frames the I/O loops dropped for slow subscribers */
-    for (size_t i = 0; i < s->nsubs; i++) skipped += pylon_stream_skipped(s->subs[i].stream);
+    for (size_t i = 0; i < s->nsubs; i++)
+        skipped += pylon_stream_skipped(s->subs[i].stream);
     atomic_store_explicit(&s->stream_skips, skipped, memory_order_relaxed);
     for (size_t k = 0; k < nseen; k++) {
         if (seen[k].frame) pylon_buf_release(seen[k].frame);
@@ -179,7 +181,8 @@ static void stop_shard(pylon_shard *s);
 static void bucket(_Atomic uint64_t *b, double secs)
 {
     int i = 0;
-    while (i < PYLON_SHARD_TICK_BUCKETS - 1 && secs > pylon_shard_tick_bounds[i]) i++;
+    while (i < PYLON_SHARD_TICK_BUCKETS - 1 && secs > pylon_shard_tick_bounds[i])
+        i++;
     atomic_fetch_add_explicit(&b[i], 1, memory_order_relaxed);
 }
 
@@ -256,9 +259,11 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
     case MSG_TICK: { /* borrowed: not ours to free */
         if (!atomic_load(&s->running)) return;
         uint64_t start = pylon_clock_now_ns();
-        uint64_t late = start > pylon_tick_of(m)->deadline_ns ? start - pylon_tick_of(m)->deadline_ns : 0;
+        uint64_t late =
+            start > pylon_tick_of(m)->deadline_ns ? start - pylon_tick_of(m)->deadline_ns : 0;
         uint32_t due = pylon_tick_of(m)->due;
-        for (uint32_t i = 0; i < due && atomic_load(&s->running); i++) run_tick(s);
+        for (uint32_t i = 0; i < due && atomic_load(&s->running); i++)
+            run_tick(s);
         record_tick(s->stats, pylon_clock_now_ns() - start, late);
         return;
     }
@@ -330,19 +335,19 @@ static void on_stop(pylon_actor *self)
 {
     pylon_shard *s = pylon_actor_state(self);
     stop_shard(s);
-    for (size_t i = 0; i < s->ninputs; i++) free(s->inputs[i]);
+    for (size_t i = 0; i < s->ninputs; i++)
+        free(s->inputs[i]);
     s->ninputs = 0;
-    for (size_t i = 0; i < s->nsubs; i++) pylon_stream_release(s->subs[i].stream);
+    for (size_t i = 0; i < s->nsubs; i++)
+        pylon_stream_release(s->subs[i].stream);
     s->nsubs = 0;
     if (s->state) s->sim->destroy(s->state);
     s->state = NULL;
     pylon_shard_release(s); /* the actor's reference */
 }
 
-static const pylon_actor_def SHARD_DEF = {.name = "shard",
-                                          .behaviour = behaviour,
-                                          .on_batch_end = on_batch_end,
-                                          .on_stop = on_stop};
+static const pylon_actor_def SHARD_DEF = {
+    .name = "shard", .behaviour = behaviour, .on_batch_end = on_batch_end, .on_stop = on_stop};
 
 /* ---- any-thread API ---------------------------------------------------------------------- */
 
@@ -470,7 +475,8 @@ int pylon_shards_create(pylon_shards *r, const char *id, const char *kind, const
     s->sim = sim;
     s->stats = &r->stats;
     s->cfg = *cfg;
-    pylon_sim_ctx ctx = {.shard_id = s->id, .tick_rate_hz = cfg->tick_rate_hz,
+    pylon_sim_ctx ctx = {.shard_id = s->id,
+                         .tick_rate_hz = cfg->tick_rate_hz,
                          .config_json = config_json ? config_json : "{}"};
     s->state = sim->init(&ctx, err, errlen);
     if (!s->state) {
@@ -566,8 +572,10 @@ void pylon_shards_metrics(pylon_shards *r, pylon_shard_metrics *out)
         out->lateness[i] = atomic_load_explicit(&r->stats.lateness[i], memory_order_relaxed);
     }
     out->count = atomic_load_explicit(&r->stats.count, memory_order_relaxed);
-    out->duration_sum_s = (double)atomic_load_explicit(&r->stats.duration_ns, memory_order_relaxed) / 1e9;
-    out->lateness_sum_s = (double)atomic_load_explicit(&r->stats.lateness_ns, memory_order_relaxed) / 1e9;
+    out->duration_sum_s =
+        (double)atomic_load_explicit(&r->stats.duration_ns, memory_order_relaxed) / 1e9;
+    out->lateness_sum_s =
+        (double)atomic_load_explicit(&r->stats.lateness_ns, memory_order_relaxed) / 1e9;
     pthread_rwlock_rdlock(&r->lock);
     out->shards = r->n;
     pthread_rwlock_unlock(&r->lock);
@@ -578,7 +586,8 @@ pylon_shard_status *pylon_shards_list(pylon_shards *r, size_t *n)
     pthread_rwlock_rdlock(&r->lock);
     pylon_shard_status *out = calloc(r->n ? r->n : 1, sizeof *out);
     *n = out ? r->n : 0;
-    for (size_t i = 0; out && i < r->n; i++) pylon_shard_status_get(r->shards[i], &out[i]);
+    for (size_t i = 0; out && i < r->n; i++)
+        pylon_shard_status_get(r->shards[i], &out[i]);
     pthread_rwlock_unlock(&r->lock);
     return out;
 }
@@ -586,7 +595,8 @@ pylon_shard_status *pylon_shards_list(pylon_shards *r, size_t *n)
 void pylon_shards_free(pylon_shards *r)
 {
     if (!r) return;
-    for (size_t i = 0; i < r->n; i++) retire(r->shards[i]);
+    for (size_t i = 0; i < r->n; i++)
+        retire(r->shards[i]);
     free(r->shards);
     pthread_rwlock_destroy(&r->lock);
     free(r);
@@ -600,7 +610,8 @@ char *pylon_shards_prometheus(void *shards)
     char *t = malloc(cap);
     if (!t) return NULL;
 #define PUT(...) n += (size_t)snprintf(t + n, n < cap ? cap - n : 0, __VA_ARGS__)
-    PUT("# HELP pylon_shards Shards in the registry\n# TYPE pylon_shards gauge\npylon_shards %llu\n",
+    PUT("# HELP pylon_shards Shards in the registry\n# TYPE pylon_shards gauge\npylon_shards "
+        "%llu\n",
         (unsigned long long)sm.shards);
     static const char *const name[2] = {"pylon_shard_tick_duration_seconds",
                                         "pylon_shard_tick_lateness_seconds"};

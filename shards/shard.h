@@ -80,8 +80,8 @@ void pylon_shard_status_get(pylon_shard *s, pylon_shard_status *out);
 typedef enum {
     PYLON_SHARD_OK = 0,
     PYLON_SHARD_STOPPED,
-    PYLON_SHARD_FULL,        /* subscribers at max */
-    PYLON_SHARD_QUEUE_FULL,  /* input queue at max */
+    PYLON_SHARD_FULL,       /* subscribers at max */
+    PYLON_SHARD_QUEUE_FULL, /* input queue at max */
 } pylon_shard_result;
 
 /* Any thread. Queues an input; *server_seq is its per-shard sequence number (from 1). */

@@ -55,8 +55,8 @@ static void *ws_open(pylon_stream *s, const pylon_stream_open *info)
     }
     if (strcmp(who.id.user_id, sid) != 0) {
         char why[160];
-        snprintf(why, sizeof why, "unauthorized: subscriber id \"%.40s\" does not match authenticated user",
-                 sid);
+        snprintf(why, sizeof why,
+                 "unauthorized: subscriber id \"%.40s\" does not match authenticated user", sid);
         pylon_shard_release(shard);
         pylon_stream_close(s, 1008, why);
         return NULL;
@@ -64,8 +64,8 @@ static void *ws_open(pylon_stream *s, const pylon_stream_open *info)
     pylon_shard_result r = pylon_shard_subscribe(shard, s, sid);
     if (r != PYLON_SHARD_OK) {
         pylon_shard_release(shard);
-        pylon_stream_close(s, 1013,
-                           r == PYLON_SHARD_FULL ? "shard is at max subscribers" : "shard is stopped");
+        pylon_stream_close(
+            s, 1013, r == PYLON_SHARD_FULL ? "shard is at max subscribers" : "shard is stopped");
         return NULL;
     }
     ws_sub *sub = calloc(1, sizeof *sub);
@@ -201,12 +201,13 @@ void pylon_shard_ws_handlers(pylon_shard_api *api, pylon_stream_handlers *out)
 
 static json_t *status_json(const pylon_shard_status *st)
 {
-    json_t *j = json_pack("{s:s,s:s,s:b,s:I,s:i,s:i,s:I,s:I}", "id", st->id, "kind", st->kind,
-                     "running", st->running, "tick", (json_int_t)st->tick, "subscribers",
-                     (int)st->subscribers, "input_queue", (int)st->input_queue, "inputs_dropped",
-                     (json_int_t)st->inputs_dropped, "frames_skipped",
-                     (json_int_t)st->frames_skipped);
-    if (j && st->record_path[0]) json_object_set_new(j, "replay_file", json_string(st->record_path));
+    json_t *j =
+        json_pack("{s:s,s:s,s:b,s:I,s:i,s:i,s:I,s:I}", "id", st->id, "kind", st->kind, "running",
+                  st->running, "tick", (json_int_t)st->tick, "subscribers", (int)st->subscribers,
+                  "input_queue", (int)st->input_queue, "inputs_dropped",
+                  (json_int_t)st->inputs_dropped, "frames_skipped", (json_int_t)st->frames_skipped);
+    if (j && st->record_path[0])
+        json_object_set_new(j, "replay_file", json_string(st->record_path));
     return j;
 }
 
@@ -241,7 +242,8 @@ static void create(pylon_http_exchange *ex, void *ctx)
     const char *kind = json_string_value(json_object_get(body, "kind"));
     json_t *config = json_object_get(body, "config");
     pylon_shard_config cfg = PYLON_SHARD_CONFIG_DEFAULT;
-    bool bad = !json_is_object(body) || !id || !*id || strlen(id) > 100 || (config && !json_is_object(config));
+    bool bad = !json_is_object(body) || !id || !*id || strlen(id) > 100 ||
+               (config && !json_is_object(config));
     cfg.tick_rate_hz = cfg_u32(body, "tick_rate_hz", cfg.tick_rate_hz, &bad);
     cfg.max_subscribers = cfg_u32(body, "max_subscribers", cfg.max_subscribers, &bad);
     cfg.idle_ticks_before_shutdown =
@@ -283,7 +285,10 @@ static void create(pylon_http_exchange *ex, void *ctx)
         pylon_shard_release(s);
         pylon_reply_json(ex, 201, status_json(&st), NULL);
     } else {
-        pylon_http_respond_error(ex, rc, rc == 409 ? "SHARD_EXISTS" : rc == 400 ? "INVALID_DATA" : "OVERLOADED",
+        pylon_http_respond_error(ex, rc,
+                                 rc == 409   ? "SHARD_EXISTS"
+                                 : rc == 400 ? "INVALID_DATA"
+                                             : "OVERLOADED",
                                  err, NULL);
     }
     json_decref(body);
@@ -296,7 +301,8 @@ static void list(pylon_http_exchange *ex, void *ctx)
     size_t n;
     pylon_shard_status *all = pylon_shards_list(api->shards, &n);
     json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(arr, status_json(&all[i]));
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, status_json(&all[i]));
     free(all);
     pylon_reply_json(ex, 200, arr, NULL);
 }
@@ -374,19 +380,21 @@ static void input(pylon_http_exchange *ex, void *ctx)
                                  "client_seq must be a non-negative integer", NULL);
         return;
     }
-    char *text = json_dumps(json_object_get(body, "input") ? json_object_get(body, "input")
-                                                            : json_null(),
-                            JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text =
+        json_dumps(json_object_get(body, "input") ? json_object_get(body, "input") : json_null(),
+                   JSON_COMPACT | JSON_ENCODE_ANY);
     uint64_t seq = 0;
-    pylon_shard_result r = text ? pylon_shard_input(s, sid, text, strlen(text),
-                                                    json_is_integer(cseq) ? (uint64_t)json_integer_value(cseq) : 0,
-                                                    &seq)
-                                : PYLON_SHARD_QUEUE_FULL;
+    pylon_shard_result r =
+        text ? pylon_shard_input(s, sid, text, strlen(text),
+                                 json_is_integer(cseq) ? (uint64_t)json_integer_value(cseq) : 0,
+                                 &seq)
+             : PYLON_SHARD_QUEUE_FULL;
     free(text);
     json_decref(body);
     pylon_shard_release(s);
     if (r == PYLON_SHARD_OK)
-        pylon_reply_json(ex, 200, json_pack("{s:b,s:I}", "accepted", 1, "seq", (json_int_t)seq), NULL);
+        pylon_reply_json(ex, 200, json_pack("{s:b,s:I}", "accepted", 1, "seq", (json_int_t)seq),
+                         NULL);
     else
         pylon_http_respond_error(ex, 400, "INPUT_REJECTED",
                                  r == PYLON_SHARD_STOPPED ? "The shard is stopped"

@@ -10,7 +10,8 @@ bool pylon_sim_out_put(pylon_sim_out *o, const void *bytes, size_t n)
 {
     if (o->len + n + 1 > o->cap) {
         size_t cap = o->cap ? o->cap * 2 : 256;
-        while (cap < o->len + n + 1) cap *= 2;
+        while (cap < o->len + n + 1)
+            cap *= 2;
         char *p = realloc(o->data, cap);
         if (!p) return false;
         o->data = p;

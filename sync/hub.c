@@ -29,8 +29,8 @@ json_t *pylon_change_event_json(const char *entity, const char *row_id, const ch
                                 const json_t *fields, const json_t *row, int64_t seq,
                                 const char *timestamp)
 {
-    json_t *j = json_pack("{s:I,s:s,s:s,s:s}", "seq", (json_int_t)seq, "entity", entity,
-                          "row_id", row_id, "kind", kind);
+    json_t *j = json_pack("{s:I,s:s,s:s,s:s}", "seq", (json_int_t)seq, "entity", entity, "row_id",
+                          row_id, "kind", kind);
     if (!j) return NULL;
     if (strcmp(kind, "delete") != 0 && json_is_object(row)) {
         json_t *data;
@@ -187,12 +187,14 @@ static void on_stop(pylon_actor *self)
     pylon_hub *h = pylon_actor_state(self);
     if (h->room_sweep) pylon_timer_cancel(h->room_sweep);
     pylon_rooms_free(h);
-    for (size_t i = 0; i < h->n; i++) session_free(h->sessions[i]);
+    for (size_t i = 0; i < h->n; i++)
+        session_free(h->sessions[i]);
     free(h->sessions);
     free(h);
 }
 
-static const pylon_actor_def HUB_DEF = {.name = "sync-hub", .behaviour = behaviour, .on_stop = on_stop};
+static const pylon_actor_def HUB_DEF = {
+    .name = "sync-hub", .behaviour = behaviour, .on_stop = on_stop};
 
 pylon_hub *pylon_hub_start(pylon_runtime *rt, const pylon_manifest *m,
                            const pylon_policy_set *policies, pylon_auth *auth)
@@ -204,9 +206,9 @@ pylon_hub *pylon_hub_start(pylon_runtime *rt, const pylon_manifest *m,
     h->auth = auth;
     h->actor = pylon_actor_spawn(rt, &HUB_DEF, h);
     /* Idle room members are swept every 10 s. */
-    h->room_sweep = pylon_timer_start(h->actor, MSG_ROOM_SWEEP,
-                                      pylon_clock_now_ns() + 10 * PYLON_NS_PER_SEC,
-                                      10 * PYLON_NS_PER_SEC, 0, 0);
+    h->room_sweep =
+        pylon_timer_start(h->actor, MSG_ROOM_SWEEP, pylon_clock_now_ns() + 10 * PYLON_NS_PER_SEC,
+                          10 * PYLON_NS_PER_SEC, 0, 0);
     return h;
 }
 
@@ -296,8 +298,8 @@ static void ws_message(void *user, pylon_stream *s, bool binary, const uint8_t *
     json_t *j = json_loadb((const char *)data, len, 0, NULL);
     const char *type = json_string_value(json_object_get(j, "type"));
     if (type && (strcmp(type, "presence") == 0 || strcmp(type, "topic") == 0)) {
-        json_object_set_new(j, "from", json_string(se->who.id.is_admin ? "admin"
-                                                                       : se->who.id.user_id));
+        json_object_set_new(j, "from",
+                            json_string(se->who.id.is_admin ? "admin" : se->who.id.user_id));
         char *text = json_dumps(j, JSON_COMPACT);
         pylon_buf *f = text ? pylon_ws_frame(1, text, strlen(text)) : NULL;
         free(text);

@@ -48,11 +48,10 @@ struct pylon_hub {
     size_t n, cap;
     _Atomic uint64_t next_client_id;
     _Atomic uint32_t live_sessions; /* registered, for on_changes to skip work when zero */
-    struct room *rooms; /* actor only (rooms.c) */
+    struct room *rooms;             /* actor only (rooms.c) */
     size_t nrooms;
     pylon_timer *room_sweep;
 };
-
 
 struct room;
 

@@ -11,7 +11,7 @@
 #include <time.h>
 
 #define MAX_ROOMS 10000
-#define IDLE_S 120
+#define IDLE_S    120
 
 enum { OP_JOIN, OP_LEAVE, OP_PRESENCE, OP_BROADCAST, OP_LIST, OP_GET };
 
@@ -108,7 +108,8 @@ void pylon_rooms_sweep(pylon_hub *h, uint64_t now)
 void pylon_rooms_free(pylon_hub *h)
 {
     for (size_t i = 0; i < h->nrooms; i++) {
-        for (size_t k = 0; k < h->rooms[i].n; k++) member_free(&h->rooms[i].members[k]);
+        for (size_t k = 0; k < h->rooms[i].n; k++)
+            member_free(&h->rooms[i].members[k]);
         free(h->rooms[i].members);
         free(h->rooms[i].name);
     }
@@ -144,7 +145,8 @@ void pylon_rooms_handle(pylon_hub *h, hub_msg *m)
             *r = (struct room){.name = strdup(name)};
         }
         json_t *peers = json_array();
-        for (size_t i = 0; i < r->n; i++) json_array_append_new(peers, peer_json(&r->members[i]));
+        for (size_t i = 0; i < r->n; i++)
+            json_array_append_new(peers, peer_json(&r->members[i]));
         member *me = find_member(r, user);
         if (!me) {
             if (r->n == r->cap) {
@@ -165,8 +167,9 @@ void pylon_rooms_handle(pylon_hub *h, hub_msg *m)
         me->data = data ? json_incref(data) : NULL;
         me->joined_at = me->last_active = now;
         pylon_reply_json(m->ex, 200,
-                json_pack("{s:s,s:{s:s,s:s,s:o}}", "joined", name, "snapshot", "type", "snapshot",
-                          "room", name, "peers", peers), NULL);
+                         json_pack("{s:s,s:{s:s,s:s,s:o}}", "joined", name, "snapshot", "type",
+                                   "snapshot", "room", name, "peers", peers),
+                         NULL);
         json_t *ev = json_pack("{s:s,s:s,s:s}", "type", "join", "room", name, "user_id", user);
         if (data) json_object_set(ev, "data", data);
         emit(h, r, ev, NULL);
@@ -174,14 +177,16 @@ void pylon_rooms_handle(pylon_hub *h, hub_msg *m)
     }
     case OP_LEAVE: {
         member *me = find_member(r, user);
-        pylon_reply_json(m->ex, 200, json_pack("{s:s,s:b}", "left", name, "was_present", me != NULL), NULL);
+        pylon_reply_json(m->ex, 200,
+                         json_pack("{s:s,s:b}", "left", name, "was_present", me != NULL), NULL);
         if (me) remove_member(h, r, me);
         break;
     }
     case OP_PRESENCE: {
         member *me = find_member(r, user);
         if (!me) {
-            pylon_reply_json(m->ex, 200, json_pack("{s:b,s:s}", "updated", 0, "reason", "not_in_room"), NULL);
+            pylon_reply_json(m->ex, 200,
+                             json_pack("{s:b,s:s}", "updated", 0, "reason", "not_in_room"), NULL);
             break;
         }
         json_decref(me->data);
@@ -196,21 +201,22 @@ void pylon_rooms_handle(pylon_hub *h, hub_msg *m)
     }
     case OP_BROADCAST:
         if (!r || r->n == 0) {
-            pylon_reply_json(m->ex, 200, json_pack("{s:b,s:s}", "broadcasted", 0, "reason", "room_empty"), NULL);
+            pylon_reply_json(
+                m->ex, 200, json_pack("{s:b,s:s}", "broadcasted", 0, "reason", "room_empty"), NULL);
             break;
         }
         pylon_reply_json(m->ex, 200, json_pack("{s:b}", "broadcasted", 1), NULL);
         emit(h, r,
-             json_pack("{s:s,s:s,s:s,s:O,s:O}", "type", "broadcast", "room", name, "sender",
-                       user, "topic", json_object_get(m->body, "topic"), "data",
+             json_pack("{s:s,s:s,s:s,s:O,s:O}", "type", "broadcast", "room", name, "sender", user,
+                       "topic", json_object_get(m->body, "topic"), "data",
                        data ? data : json_null()),
              NULL);
         break;
     case OP_LIST: {
         json_t *list = json_array();
         for (size_t i = 0; i < h->nrooms; i++)
-            json_array_append_new(list, json_pack("{s:s,s:I}", "name", h->rooms[i].name,
-                                                  "members", (json_int_t)h->rooms[i].n));
+            json_array_append_new(list, json_pack("{s:s,s:I}", "name", h->rooms[i].name, "members",
+                                                  (json_int_t)h->rooms[i].n));
         pylon_reply_json(m->ex, 200, list, NULL);
         break;
     }
@@ -219,8 +225,9 @@ void pylon_rooms_handle(pylon_hub *h, hub_msg *m)
         for (size_t i = 0; r && i < r->n; i++)
             json_array_append_new(members, peer_json(&r->members[i]));
         pylon_reply_json(m->ex, 200,
-                json_pack("{s:s,s:o,s:I}", "room", name, "members", members, "count",
-                          (json_int_t)(r ? r->n : 0)), NULL);
+                         json_pack("{s:s,s:o,s:I}", "room", name, "members", members, "count",
+                                   (json_int_t)(r ? r->n : 0)),
+                         NULL);
         break;
     }
     }
@@ -281,12 +288,30 @@ static void forward(pylon_http_exchange *ex, rooms_ctx *rc, int op)
     pylon_actor_send(pylon_hub_actor_(rc->hub), &m->msg);
 }
 
-static void join(pylon_http_exchange *ex, void *ctx) { forward(ex, ctx, OP_JOIN); }
-static void leave(pylon_http_exchange *ex, void *ctx) { forward(ex, ctx, OP_LEAVE); }
-static void presence(pylon_http_exchange *ex, void *ctx) { forward(ex, ctx, OP_PRESENCE); }
-static void broadcast(pylon_http_exchange *ex, void *ctx) { forward(ex, ctx, OP_BROADCAST); }
-static void list(pylon_http_exchange *ex, void *ctx) { forward(ex, ctx, OP_LIST); }
-static void get(pylon_http_exchange *ex, void *ctx) { forward(ex, ctx, OP_GET); }
+static void join(pylon_http_exchange *ex, void *ctx)
+{
+    forward(ex, ctx, OP_JOIN);
+}
+static void leave(pylon_http_exchange *ex, void *ctx)
+{
+    forward(ex, ctx, OP_LEAVE);
+}
+static void presence(pylon_http_exchange *ex, void *ctx)
+{
+    forward(ex, ctx, OP_PRESENCE);
+}
+static void broadcast(pylon_http_exchange *ex, void *ctx)
+{
+    forward(ex, ctx, OP_BROADCAST);
+}
+static void list(pylon_http_exchange *ex, void *ctx)
+{
+    forward(ex, ctx, OP_LIST);
+}
+static void get(pylon_http_exchange *ex, void *ctx)
+{
+    forward(ex, ctx, OP_GET);
+}
 
 static void crdt(pylon_http_exchange *ex, void *ctx)
 {

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #define PULL_DEFAULT 100
-#define PULL_MAX 1000
-#define PUSH_MAX 1000
+#define PULL_MAX     1000
+#define PUSH_MAX     1000
 
 static bool query_u64(const char *q, const char *name, int64_t *out)
 {
@@ -96,16 +96,18 @@ static void run_pull(pylon_read_req *req, const pylon_store_backend *b, pylon_st
         char ts[32];
         snprintf(ts, sizeof ts, "%lldZ",
                  (long long)(json_integer_value(json_object_get(row, "ts")) / 1000));
-        json_t *ev = pylon_change_event_json(entity, json_string_value(json_object_get(row, "row_id")),
-                                             json_string_value(json_object_get(row, "kind")),
-                                             json_object_get(row, "fields"), data, last, ts);
+        json_t *ev =
+            pylon_change_event_json(entity, json_string_value(json_object_get(row, "row_id")),
+                                    json_string_value(json_object_get(row, "kind")),
+                                    json_object_get(row, "fields"), data, last, ts);
         if (ev) json_array_append_new(changes, ev);
     }
     json_decref(rows);
     if (j->limit == 0) last = head; /* limit=0: "where is the head?" (SSR hydration) */
     pylon_reply_json(j->ex, 200,
-            json_pack("{s:o,s:{s:I},s:b}", "changes", changes, "cursor", "last_seq",
-                      (json_int_t)last, "has_more", has_more && j->limit > 0), NULL);
+                     json_pack("{s:o,s:{s:I},s:b}", "changes", changes, "cursor", "last_seq",
+                               (json_int_t)last, "has_more", has_more && j->limit > 0),
+                     NULL);
     free(j);
 }
 
@@ -164,8 +166,8 @@ static void push_done(pylon_write_req *req)
             if (op->kind == PYLON_CHANGE_INSERT)
                 snprintf(msg, sizeof msg, "insert %s: %s", op->entity->name, op->err.message);
             else
-                snprintf(msg, sizeof msg, "%s %s/%s: %s", KINDS[op->kind], op->entity->name,
-                         op->id, op->err.message);
+                snprintf(msg, sizeof msg, "%s %s/%s: %s", KINDS[op->kind], op->entity->name, op->id,
+                         op->err.message);
             json_array_append_new(errors, json_string(msg));
         }
         break;
@@ -173,9 +175,10 @@ static void push_done(pylon_write_req *req)
     if (p->early_error && json_array_size(errors) == 0 && applied == (json_int_t)req->nops)
         json_array_append_new(errors, json_string(p->early_error));
     pylon_reply_json(p->ex, 200,
-            json_pack("{s:I,s:I,s:o,s:{s:I}}", "applied", applied, "deduped", deduped, "errors",
-                      errors, "cursor", "last_seq",
-                      (json_int_t)pylon_persistence_head_seq(p->api->writer)), NULL);
+                     json_pack("{s:I,s:I,s:o,s:{s:I}}", "applied", applied, "deduped", deduped,
+                               "errors", errors, "cursor", "last_seq",
+                               (json_int_t)pylon_persistence_head_seq(p->api->writer)),
+                     NULL);
     free(p->early_error);
     free(p);
     pylon_write_req_free(req);
@@ -191,7 +194,8 @@ static void push(pylon_http_exchange *ex, void *ctx)
     if (!body || !json_is_array(changes)) {
         json_decref(body);
         pylon_http_respond_error(ex, 400, "INVALID_JSON",
-                                 body ? "The body needs a \"changes\" array" : "Invalid request body",
+                                 body ? "The body needs a \"changes\" array"
+                                      : "Invalid request body",
                                  body ? NULL : jerr.text);
         return;
     }
@@ -220,11 +224,11 @@ static void push(pylon_http_exchange *ex, void *ctx)
     }
     if (pylon_persistence_busy(api->writer)) {
         json_decref(body);
-        pylon_http_response res = {
-            .status = 503,
-            .headers = "Retry-After: 1\r\n",
-            .body = pylon_http_error_body("OVERLOADED", "Too many writes are queued",
-                                          "retry in a moment")};
+        pylon_http_response res = {.status = 503,
+                                   .headers = "Retry-After: 1\r\n",
+                                   .body = pylon_http_error_body("OVERLOADED",
+                                                                 "Too many writes are queued",
+                                                                 "retry in a moment")};
         pylon_http_respond(ex, &res);
         return;
     }
@@ -269,8 +273,9 @@ static void push(pylon_http_exchange *ex, void *ctx)
             break;
         }
         pylon_write_op *op = &req->ops[used++];
-        op->kind = kind[0] == 'i' ? PYLON_CHANGE_INSERT
-                   : kind[0] == 'u' ? PYLON_CHANGE_UPDATE : PYLON_CHANGE_DELETE;
+        op->kind = kind[0] == 'i'   ? PYLON_CHANGE_INSERT
+                   : kind[0] == 'u' ? PYLON_CHANGE_UPDATE
+                                    : PYLON_CHANGE_DELETE;
         op->entity = e;
         char fresh[PYLON_ID_LEN + 1];
         if (op->kind == PYLON_CHANGE_INSERT && strncmp(row_id, "_pending_", 9) == 0) {

@@ -14,7 +14,8 @@
  *
  * Only answers completed inside the measured window (after --warmup) count. A non-2xx answer
  * counts as an error (503 OVERLOADED separately). Prints one line of key=value pairs:
- *   mode=insert conns=128 secs=5.00 ok=251234 err=0 overloaded=0 rps=50246.8 p50_ms=2.41 p99_ms=5.93
+ *   mode=insert conns=128 secs=5.00 ok=251234 err=0 overloaded=0 rps=50246.8 p50_ms=2.41
+ * p99_ms=5.93
  *
  * Usage: bench_data_load --port P --mode health|insert|get [--conns 128] [--threads 1]
  *          [--duration 5] [--warmup 1] [--entity Item] [--ids FILE] [--save-ids FILE]
@@ -41,7 +42,7 @@ enum mode { M_HEALTH, M_INSERT, M_GET };
 
 /* Latency histogram: 10 µs buckets up to 2 s, then one overflow bucket. */
 #define HBUCKET_US 10
-#define HBUCKETS 200001
+#define HBUCKETS   200001
 
 typedef struct conn {
     int fd;
@@ -77,7 +78,11 @@ static struct {
     size_t nids;
     uint64_t t_start, t_end; /* measured window, CLOCK_MONOTONIC ns */
     atomic_bool stop;
-} g = {.host = "127.0.0.1", .nconns = 128, .nthreads = 1, .duration = 5, .warmup = 1,
+} g = {.host = "127.0.0.1",
+       .nconns = 128,
+       .nthreads = 1,
+       .duration = 5,
+       .warmup = 1,
        .entity = "Item"};
 
 static uint64_t now_ns(void)
@@ -112,13 +117,15 @@ static void build_request(worker *w, conn *c)
     case M_INSERT: {
         uint64_t k = ((uint64_t)w->id << 40) | w->seq++;
         char body[160];
-        int bl = snprintf(body, sizeof body, "{\"label\":\"bench row %llu\",\"n\":%llu,\"done\":%s}",
-                          (unsigned long long)k, (unsigned long long)(k & 0xffffffffffull),
-                          (k & 1) ? "true" : "false");
-        n = snprintf(c->req, sizeof c->req,
-                     "POST /api/entities/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %d\r\n\r\n%s",
-                     g.entity, g.host, bl, body);
+        int bl =
+            snprintf(body, sizeof body, "{\"label\":\"bench row %llu\",\"n\":%llu,\"done\":%s}",
+                     (unsigned long long)k, (unsigned long long)(k & 0xffffffffffull),
+                     (k & 1) ? "true" : "false");
+        n = snprintf(
+            c->req, sizeof c->req,
+            "POST /api/entities/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            "Content-Length: %d\r\n\r\n%s",
+            g.entity, g.host, bl, body);
         break;
     }
     case M_GET: {
@@ -259,7 +266,8 @@ static void on_readable(worker *w, conn *c)
             w->overloaded++;
         } else {
             if (w->err++ == 0)
-                fprintf(stderr, "bench_data_load: first error: %.*s\n", (int)(rl > 300 ? 300 : rl), c->buf);
+                fprintf(stderr, "bench_data_load: first error: %.*s\n", (int)(rl > 300 ? 300 : rl),
+                        c->buf);
         }
     }
     if (g.mode == M_INSERT && status == 201) save_id(w, body, blen);
@@ -278,7 +286,8 @@ static void *run(void *arg)
     w->hist = calloc(HBUCKETS, sizeof *w->hist);
     w->conns = calloc((size_t)w->nconns, sizeof *w->conns);
     if (!w->hist || !w->conns) die("calloc");
-    for (int i = 0; i < w->nconns; i++) conn_open(w, &w->conns[i]);
+    for (int i = 0; i < w->nconns; i++)
+        conn_open(w, &w->conns[i]);
     struct epoll_event evs[256];
     while (!atomic_load(&g.stop)) {
         int n = epoll_wait(w->ep, evs, 256, 50);
@@ -303,7 +312,8 @@ static void *run(void *arg)
             if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(w, c);
         }
     }
-    for (int i = 0; i < w->nconns; i++) close(w->conns[i].fd);
+    for (int i = 0; i < w->nconns; i++)
+        close(w->conns[i].fd);
     close(w->ep);
     return NULL;
 }
@@ -346,24 +356,39 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) usage();
-        if (strcmp(a, "--port") == 0) g.port = atoi(v);
-        else if (strcmp(a, "--host") == 0) g.host = v;
-        else if (strcmp(a, "--mode") == 0) mode = v;
-        else if (strcmp(a, "--conns") == 0) g.nconns = atoi(v);
-        else if (strcmp(a, "--threads") == 0) g.nthreads = atoi(v);
-        else if (strcmp(a, "--duration") == 0) g.duration = atof(v);
-        else if (strcmp(a, "--warmup") == 0) g.warmup = atof(v);
-        else if (strcmp(a, "--entity") == 0) g.entity = v;
-        else if (strcmp(a, "--ids") == 0) g.ids_file = v;
-        else if (strcmp(a, "--save-ids") == 0) g.save_ids = v;
-        else usage();
+        if (strcmp(a, "--port") == 0)
+            g.port = atoi(v);
+        else if (strcmp(a, "--host") == 0)
+            g.host = v;
+        else if (strcmp(a, "--mode") == 0)
+            mode = v;
+        else if (strcmp(a, "--conns") == 0)
+            g.nconns = atoi(v);
+        else if (strcmp(a, "--threads") == 0)
+            g.nthreads = atoi(v);
+        else if (strcmp(a, "--duration") == 0)
+            g.duration = atof(v);
+        else if (strcmp(a, "--warmup") == 0)
+            g.warmup = atof(v);
+        else if (strcmp(a, "--entity") == 0)
+            g.entity = v;
+        else if (strcmp(a, "--ids") == 0)
+            g.ids_file = v;
+        else if (strcmp(a, "--save-ids") == 0)
+            g.save_ids = v;
+        else
+            usage();
         i++;
     }
     if (!mode || g.port <= 0 || g.nconns <= 0 || g.nthreads <= 0 || g.duration <= 0) usage();
-    if (strcmp(mode, "health") == 0) g.mode = M_HEALTH;
-    else if (strcmp(mode, "insert") == 0) g.mode = M_INSERT;
-    else if (strcmp(mode, "get") == 0) g.mode = M_GET;
-    else usage();
+    if (strcmp(mode, "health") == 0)
+        g.mode = M_HEALTH;
+    else if (strcmp(mode, "insert") == 0)
+        g.mode = M_INSERT;
+    else if (strcmp(mode, "get") == 0)
+        g.mode = M_GET;
+    else
+        usage();
     if (g.mode == M_GET) {
         if (!g.ids_file) usage();
         load_ids(g.ids_file);
@@ -383,7 +408,8 @@ int main(int argc, char **argv)
         if (pthread_create(&ws[t].th, NULL, run, &ws[t]) != 0) die("pthread_create");
     }
     struct timespec ts = {.tv_sec = 0, .tv_nsec = 20000000};
-    while (now_ns() < g.t_end) nanosleep(&ts, NULL);
+    while (now_ns() < g.t_end)
+        nanosleep(&ts, NULL);
     atomic_store(&g.stop, true);
     uint64_t ok = 0, err = 0, over = 0, rec = 0;
     uint32_t *hist = calloc(HBUCKETS, sizeof *hist);
@@ -396,8 +422,10 @@ int main(int argc, char **argv)
         err += ws[t].err;
         over += ws[t].overloaded;
         rec += ws[t].reconnects;
-        for (size_t b = 0; b < HBUCKETS; b++) hist[b] += ws[t].hist[b];
-        for (size_t k = 0; ids && k < ws[t].nids; k++) fprintf(ids, "%s\n", ws[t].ids[k]);
+        for (size_t b = 0; b < HBUCKETS; b++)
+            hist[b] += ws[t].hist[b];
+        for (size_t k = 0; ids && k < ws[t].nids; k++)
+            fprintf(ids, "%s\n", ws[t].ids[k]);
     }
     if (ids) fclose(ids);
     double p50 = 0, p99 = 0;

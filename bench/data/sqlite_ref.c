@@ -55,23 +55,35 @@ int main(int argc, char **argv)
     int batch = 1;
     double duration = 5;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--db") == 0) path = argv[i + 1];
-        else if (strcmp(argv[i], "--batch") == 0) batch = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--duration") == 0) duration = atof(argv[i + 1]);
-        else path = NULL, i = argc;
+        if (strcmp(argv[i], "--db") == 0)
+            path = argv[i + 1];
+        else if (strcmp(argv[i], "--batch") == 0)
+            batch = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--duration") == 0)
+            duration = atof(argv[i + 1]);
+        else
+            path = NULL, i = argc;
     }
     if (!path || batch < 1 || duration <= 0) {
         fprintf(stderr, "usage: bench_data_sqlite --db PATH [--batch N] [--duration S]\n");
         return 64;
     }
     sqlite3 *db = NULL;
-    check(db, sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL), "open");
+    check(db,
+          sqlite3_open_v2(path, &db,
+                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL),
+          "open");
     exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536;"
              "PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=1000;");
-    exec(db, "CREATE TABLE IF NOT EXISTS \"Item\" (id TEXT PRIMARY KEY NOT NULL, \"label\" TEXT NOT NULL, "
+    exec(db, "CREATE TABLE IF NOT EXISTS \"Item\" (id TEXT PRIMARY KEY NOT NULL, \"label\" TEXT "
+             "NOT NULL, "
              "\"n\" INTEGER NOT NULL, \"done\" INTEGER)");
     sqlite3_stmt *ins = NULL, *begin = NULL, *commit = NULL;
-    check(db, sqlite3_prepare_v2(db, "INSERT INTO \"Item\" (\"id\", \"label\", \"n\", \"done\") VALUES (?, ?, ?, ?)", -1, &ins, NULL), "prepare");
+    check(db,
+          sqlite3_prepare_v2(
+              db, "INSERT INTO \"Item\" (\"id\", \"label\", \"n\", \"done\") VALUES (?, ?, ?, ?)",
+              -1, &ins, NULL),
+          "prepare");
     check(db, sqlite3_prepare_v2(db, "BEGIN IMMEDIATE", -1, &begin, NULL), "prepare");
     check(db, sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL), "prepare");
 
@@ -95,7 +107,8 @@ int main(int argc, char **argv)
         sqlite3_reset(commit);
     }
     double secs = (double)(mono_ns() - t0) / 1e9;
-    printf("batch=%d rows=%llu secs=%.2f rps=%.1f\n", batch, (unsigned long long)rows, secs, (double)rows / secs);
+    printf("batch=%d rows=%llu secs=%.2f rps=%.1f\n", batch, (unsigned long long)rows, secs,
+           (double)rows / secs);
     sqlite3_finalize(ins);
     sqlite3_finalize(begin);
     sqlite3_finalize(commit);

@@ -122,7 +122,8 @@ static int run_clients(int port, int n)
     sigprocmask(SIG_BLOCK, &stop, NULL);
     int sig;
     sigwait(&stop, &sig);
-    for (int i = 0; i < ok; i++) close(fds[i]);
+    for (int i = 0; i < ok; i++)
+        close(fds[i]);
     free(fds);
     return ok == n ? 0 : 1;
 }

@@ -57,8 +57,9 @@ static void *arena_init(const pylon_sim_ctx *ctx, char *err, size_t errlen)
     json_decref(cfg);
     if (a->width <= 0 || a->height <= 0 || a->speed < 0 || a->aoi.cell_size <= 0 ||
         a->aoi.radius_cells < 0) {
-        snprintf(err, errlen, "arena config: width, height and aoi_cell must be > 0, speed and "
-                              "aoi_radius >= 0");
+        snprintf(err, errlen,
+                 "arena config: width, height and aoi_cell must be > 0, speed and "
+                 "aoi_radius >= 0");
         free(a);
         return NULL;
     }
@@ -82,7 +83,8 @@ static player *find(arena *a, const char *sid, bool create)
     snprintf(p->sid, sizeof p->sid, "%s", sid);
     /* Spawn spread over the arena, deterministically from the sid (replays reproduce it). */
     unsigned h = 2166136261u;
-    for (const char *c = sid; *c; c++) h = (h ^ (unsigned char)*c) * 16777619u;
+    for (const char *c = sid; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
     p->x = (double)(h % 1000) / 1000.0 * a->width;
     p->y = (double)((h / 1000) % 1000) / 1000.0 * a->height;
     return p;
@@ -151,8 +153,8 @@ static bool arena_save(void *state, pylon_sim_out *out)
                          a->width, a->height, a->speed);
     for (size_t i = 0; i < a->n; i++) {
         player *p = &a->players[i];
-        pylon_sim_out_printf(out, "%s[\"%s\",%.17g,%.17g,%.17g,%.17g,%llu]", i ? "," : "",
-                             p->sid, p->x, p->y, p->dx, p->dy, (unsigned long long)p->ack);
+        pylon_sim_out_printf(out, "%s[\"%s\",%.17g,%.17g,%.17g,%.17g,%llu]", i ? "," : "", p->sid,
+                             p->x, p->y, p->dx, p->dy, (unsigned long long)p->ack);
     }
     return pylon_sim_out_put(out, "]}", 2);
 }

@@ -803,7 +803,8 @@ Test(actor, on_batch_end_follows_each_run_with_its_batch, .timeout = 30)
         pylon_actor_send(a, m);
     }
     atomic_store(&g_gate_open, 1);
-    for (int i = 0; i < 5000 && !atomic_load(&b->done); i++) sleep_ms(1);
+    for (int i = 0; i < 5000 && !atomic_load(&b->done); i++)
+        sleep_ms(1);
     cr_assert(atomic_load(&b->done), "only %u messages seen by on_batch_end", b->total);
     cr_assert_eq(b->max_batch, 8, "batches are the runs: 8 at a time, got up to %u", b->max_batch);
     cr_assert_eq(b->batches, 13, "100 queued messages at batch 8 = 13 runs, got %u", b->batches);

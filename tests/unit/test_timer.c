@@ -209,8 +209,7 @@ Test(timer, periodic_deadlines_exact_and_no_drift, .timeout = 60)
     uint64_t early = median_lateness(lg, 0, 10), late = median_lateness(lg, n - 10, n);
     cr_assert_lt(early, interval, "median lateness of ticks 0-9: %llu µs",
                  (unsigned long long)(early / 1000));
-    cr_assert_lt(late, early + interval / 2,
-                 "median lateness grew from %llu µs to %llu µs (drift)",
+    cr_assert_lt(late, early + interval / 2, "median lateness grew from %llu µs to %llu µs (drift)",
                  (unsigned long long)(early / 1000), (unsigned long long)(late / 1000));
     /* seq follows the clock: the last tick stands for (about) the deadline just passed. */
     const tick_rec *last = &lg->rec[n - 1];
@@ -259,8 +258,7 @@ Test(timer, stall_catches_up_capped_and_keeps_phase, .timeout = 60)
               (long long)passed);
     /* Phase kept: the ticks after the stall sit on the grid again. */
     cr_assert_geq(n, 14);
-    cr_assert_lt(median_lateness(lg, 7, n), interval / 2,
-                 "ticks after the stall lost their phase");
+    cr_assert_lt(median_lateness(lg, 7, n), interval / 2, "ticks after the stall lost their phase");
 
     pylon_actor_stop(a);
     pylon_actor_release(a);

@@ -34,7 +34,8 @@ static void echo_msg(void *user, pylon_stream *s, bool binary, const uint8_t *da
     if (!binary && len == 5 && memcmp(data, "flood", 5) == 0) {
         static uint8_t chunk[65536];
         pylon_buf *f = pylon_ws_frame(2, chunk, sizeof chunk);
-        for (int i = 0; i < 1024 && pylon_stream_is_open(s); i++) pylon_stream_send(s, f);
+        for (int i = 0; i < 1024 && pylon_stream_is_open(s); i++)
+            pylon_stream_send(s, f);
         pylon_buf_release(f);
         return;
     }
@@ -167,7 +168,8 @@ static void send_frame(int fd, int fin, int opcode, const void *payload, size_t 
         hl = 4;
     } else {
         h[1] = 127;
-        for (int i = 0; i < 8; i++) h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
         hl = 10;
     }
     uint8_t key[4] = {0x12, 0x34, 0x56, 0x78};
@@ -197,7 +199,8 @@ static int read_frame(int fd, uint8_t *payload, size_t cap, size_t *len)
     } else if (n == 127) {
         cr_assert_eq(recv_n(fd, h + 2, 8), 8);
         n = 0;
-        for (int i = 0; i < 8; i++) n = (n << 8) | h[2 + i];
+        for (int i = 0; i < 8; i++)
+            n = (n << 8) | h[2 + i];
     }
     cr_assert_leq(n, cap);
     cr_assert_eq(recv_n(fd, payload, n), n);
@@ -252,7 +255,8 @@ Test(ws, text_echo_fragmented_message_and_ping)
 
     /* A 40 000-byte binary message split across many small writes. */
     static uint8_t big[40000];
-    for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 7);
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (uint8_t)(i * 7);
     send_frame(fd, 1, 2, big, sizeof big, true);
     cr_assert_eq(read_frame(fd, buf, sizeof buf, &len), 2);
     cr_assert_eq(len, sizeof big);

@@ -21,7 +21,8 @@ static int copy_db(const char *from, const char *to, char *err, size_t errlen)
     if (strcmp(from, ":memory:") == 0 || stat(from, &st) != 0) return 1;
     sqlite3 *src = NULL, *dst = NULL;
     int rc = sqlite3_open_v2(from, &src, SQLITE_OPEN_READONLY, NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_open_v2(to, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_open_v2(to, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_busy_timeout(src, 5000);
         sqlite3_busy_timeout(dst, 5000);
@@ -163,8 +164,7 @@ int pylon_backup_run(const pylon_config *cfg, const char *dir, bool json)
             return 1;
         }
         have[i] = rc == 0;
-        if (!json)
-            printf("%-9s %s\n", dbs[i].what, have[i] ? dbs[i].live : "(none, skipped)");
+        if (!json) printf("%-9s %s\n", dbs[i].what, have[i] ? dbs[i].live : "(none, skipped)");
     }
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     int mrc = copy_file(cfg->manifest, path);
@@ -196,14 +196,16 @@ int pylon_restore_run(const pylon_config *cfg, const char *dir, bool yes, bool j
     char path[PATH_MAX], err[512];
     snprintf(path, sizeof path, "%s/VERSION", dir);
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || stat(path, &st) != 0) {
-        fprintf(stderr, "pylon restore: %s is not a backup made by `pylon backup` (no VERSION "
-                        "file)\n",
+        fprintf(stderr,
+                "pylon restore: %s is not a backup made by `pylon backup` (no VERSION "
+                "file)\n",
                 dir);
         return 1;
     }
     if (!yes) {
-        fprintf(stderr, "This replaces %s, its sessions, jobs, manifest and uploads with the "
-                        "backup in %s. Stop the server first. Continue? [y/N] ",
+        fprintf(stderr,
+                "This replaces %s, its sessions, jobs, manifest and uploads with the "
+                "backup in %s. Stop the server first. Continue? [y/N] ",
                 cfg->db_path, dir);
         char answer[16] = "";
         if (!fgets(answer, sizeof answer, stdin) ||

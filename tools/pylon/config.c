@@ -34,7 +34,8 @@ static bool random_hex_token(char out[65])
     ssize_t n = read(fd, raw, sizeof raw);
     close(fd);
     if (n != (ssize_t)sizeof raw) return false;
-    for (size_t i = 0; i < sizeof raw; i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
     return true;
 }
 
@@ -72,16 +73,16 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
 
     cfg->data_dir = mode == PYLON_MODE_DEV ? ".pylon" : NULL;
     /* backup/restore next to a `pylon dev` project: its data lives under .pylon/. */
-    if (mode == PYLON_MODE_TOOL && !pylon_env_get("PYLON_DB_PATH") && access("pylon.db", F_OK) != 0 &&
-        access(".pylon/pylon.db", F_OK) == 0)
+    if (mode == PYLON_MODE_TOOL && !pylon_env_get("PYLON_DB_PATH") &&
+        access("pylon.db", F_OK) != 0 && access(".pylon/pylon.db", F_OK) == 0)
         cfg->data_dir = ".pylon";
     cfg->db_path = path_default(cfg, 0, "PYLON_DB_PATH", cfg->data_dir, "/", "pylon.db");
     if (!cfg->db_path) cfg->db_path = "pylon.db"; /* unreachable: the data dir is short */
     /* An in-memory data database keeps everything in memory (no "<:memory:>.sessions.db"). */
     bool memory = strcmp(cfg->db_path, ":memory:") == 0;
-    cfg->session_db = memory ? pylon_env_str("PYLON_SESSION_DB", ":memory:")
-                             : path_default(cfg, 1, "PYLON_SESSION_DB", cfg->db_path, "",
-                                            ".sessions.db");
+    cfg->session_db =
+        memory ? pylon_env_str("PYLON_SESSION_DB", ":memory:")
+               : path_default(cfg, 1, "PYLON_SESSION_DB", cfg->db_path, "", ".sessions.db");
     cfg->jobs_db = memory ? pylon_env_str("PYLON_JOBS_DB", ":memory:")
                           : path_default(cfg, 2, "PYLON_JOBS_DB", cfg->db_path, "", ".jobs.db");
     cfg->files_dir = path_default(cfg, 3, "PYLON_FILES_DIR", cfg->data_dir, "/", "uploads");
@@ -100,8 +101,8 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->shard_url = pylon_env_get("PYLON_SHARD_URL");
     cfg->shard_plugins = pylon_env_get("PYLON_SHARD_PLUGINS");
     cfg->match_kind = pylon_env_str("PYLON_MATCH_KIND", "arena");
-    cfg->replay_dir = pylon_env_str("PYLON_REPLAY_DIR", mode == PYLON_MODE_DEV ? ".pylon/replays"
-                                                                              : "replays");
+    cfg->replay_dir =
+        pylon_env_str("PYLON_REPLAY_DIR", mode == PYLON_MODE_DEV ? ".pylon/replays" : "replays");
 
     if (!pylon_env_int("PYLON_WORKERS", 0, 0, 256, &v, &e)) goto bad;
     cfg->workers = (unsigned)v; /* 0: one per core */
@@ -126,8 +127,7 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->trust_proxy_hops = (unsigned)v;
     if (!pylon_env_size("PYLON_WS_MAX_FRAME", 16u << 20, 125, 1u << 30, &cfg->ws_max_frame, &e))
         goto bad;
-    if (!pylon_env_size("PYLON_WS_MAX_BACKLOG", 4u << 20, 4096, 1u << 30, &cfg->ws_max_backlog,
-                        &e))
+    if (!pylon_env_size("PYLON_WS_MAX_BACKLOG", 4u << 20, 4096, 1u << 30, &cfg->ws_max_backlog, &e))
         goto bad;
     if (!pylon_env_int("PYLON_MAX_CONNS_PER_IP", 1024, 0, 1000000, &v, &e)) goto bad;
     cfg->max_conns_per_ip = (unsigned)v;
@@ -161,24 +161,31 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->email_http_url = pylon_env_get("PYLON_EMAIL_HTTP_URL");
     if (!cfg->email_http_url) cfg->email_http_url = pylon_env_get("PYLON_EMAIL_ENDPOINT");
     if (cfg->email_provider == 3 && !cfg->email_http_url) {
-        snprintf(err, errlen, "PYLON_EMAIL_PROVIDER=webhook needs PYLON_EMAIL_HTTP_URL (the URL "
-                              "that receives each email as a JSON POST)");
+        snprintf(err, errlen,
+                 "PYLON_EMAIL_PROVIDER=webhook needs PYLON_EMAIL_HTTP_URL (the URL "
+                 "that receives each email as a JSON POST)");
         return false;
     }
     if (cfg->email_http_url && !has_prefix(cfg->email_http_url, "http://") &&
         !has_prefix(cfg->email_http_url, "https://")) {
-        snprintf(err, errlen, "PYLON_EMAIL_HTTP_URL=\"%.80s\" is not valid: expected an http:// "
-                              "or https:// URL", cfg->email_http_url);
+        snprintf(err, errlen,
+                 "PYLON_EMAIL_HTTP_URL=\"%.80s\" is not valid: expected an http:// "
+                 "or https:// URL",
+                 cfg->email_http_url);
         return false;
     }
     if (cfg->email_provider >= 0 && cfg->email_provider != 3 && !cfg->email_api_key) {
-        snprintf(err, errlen, "PYLON_EMAIL_PROVIDER=%s needs PYLON_EMAIL_API_KEY (the provider's "
-                              "API key)", pylon_email_providers[cfg->email_provider]);
+        snprintf(err, errlen,
+                 "PYLON_EMAIL_PROVIDER=%s needs PYLON_EMAIL_API_KEY (the provider's "
+                 "API key)",
+                 pylon_email_providers[cfg->email_provider]);
         return false;
     }
     if (cfg->email_from && !strchr(cfg->email_from, '@')) {
-        snprintf(err, errlen, "PYLON_EMAIL_FROM=\"%.80s\" is not valid: expected an email "
-                              "address such as noreply@yourdomain.com", cfg->email_from);
+        snprintf(err, errlen,
+                 "PYLON_EMAIL_FROM=\"%.80s\" is not valid: expected an email "
+                 "address such as noreply@yourdomain.com",
+                 cfg->email_from);
         return false;
     }
     static const char *const files_providers[] = {"local", "stack0", NULL};
@@ -187,28 +194,32 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->stack0_api_key = pylon_env_get("PYLON_STACK0_API_KEY");
     cfg->stack0_folder = pylon_env_get("PYLON_STACK0_FOLDER");
     if (cfg->files_provider == 1 && !cfg->stack0_api_key) {
-        snprintf(err, errlen, "PYLON_FILES_PROVIDER=stack0 needs PYLON_STACK0_API_KEY (your "
-                              "Stack0 API key)");
+        snprintf(err, errlen,
+                 "PYLON_FILES_PROVIDER=stack0 needs PYLON_STACK0_API_KEY (your "
+                 "Stack0 API key)");
         return false;
     }
     cfg->files_url_prefix = pylon_env_str("PYLON_FILES_URL_PREFIX", "/api/files");
     if (cfg->files_url_prefix[0] != '/') {
-        snprintf(err, errlen, "PYLON_FILES_URL_PREFIX=\"%.80s\" is not valid: expected a path "
-                              "starting with /, e.g. /api/files", cfg->files_url_prefix);
+        snprintf(err, errlen,
+                 "PYLON_FILES_URL_PREFIX=\"%.80s\" is not valid: expected a path "
+                 "starting with /, e.g. /api/files",
+                 cfg->files_url_prefix);
         return false;
     }
     cfg->cookie_domain = pylon_env_get("PYLON_COOKIE_DOMAIN");
     cfg->cookie_name = pylon_env_get("PYLON_COOKIE_NAME");
     static const char *const samesite[] = {"lax", "strict", "none", NULL};
     /* The deployment page spells it PYLON_COOKIE_SAMESITE, the original PYLON_COOKIE_SAME_SITE. */
-    const char *ss_var = pylon_env_get("PYLON_COOKIE_SAMESITE") ? "PYLON_COOKIE_SAMESITE"
-                                                                : "PYLON_COOKIE_SAME_SITE";
+    const char *ss_var =
+        pylon_env_get("PYLON_COOKIE_SAMESITE") ? "PYLON_COOKIE_SAMESITE" : "PYLON_COOKIE_SAME_SITE";
     if (!pylon_env_enum(ss_var, 0, samesite, &choice, &e)) goto bad;
     cfg->cookie_samesite = choice;
     if (!pylon_env_bool("PYLON_COOKIE_SECURE", !cfg->dev, &cfg->cookie_secure, &e)) goto bad;
     if (cfg->cookie_samesite == 2 && !cfg->cookie_secure && pylon_env_get("PYLON_COOKIE_SECURE")) {
-        snprintf(err, errlen, "PYLON_COOKIE_SAMESITE=none needs PYLON_COOKIE_SECURE=true "
-                              "(browsers drop SameSite=None cookies that are not Secure)");
+        snprintf(err, errlen,
+                 "PYLON_COOKIE_SAMESITE=none needs PYLON_COOKIE_SECURE=true "
+                 "(browsers drop SameSite=None cookies that are not Secure)");
         return false;
     }
     if (cfg->cookie_samesite == 2) cfg->cookie_secure = true;
@@ -238,8 +249,9 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     for (int i = 0; header_vars[i]; i++) {
         const char *hv = pylon_env_get(header_vars[i]);
         if (hv && !header_safe(hv)) {
-            snprintf(err, errlen, "%s contains control characters: it is sent in HTTP headers, "
-                                  "so it must be plain text such as https://your-app.com",
+            snprintf(err, errlen,
+                     "%s contains control characters: it is sent in HTTP headers, "
+                     "so it must be plain text such as https://your-app.com",
                      header_vars[i]);
             return false;
         }
@@ -277,8 +289,9 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     }
     if (!cfg->admin_token) { /* pylon dev only */
         if (!random_hex_token(cfg->generated_token_)) {
-            snprintf(err, errlen, "cannot read /dev/urandom to generate PYLON_ADMIN_TOKEN: set "
-                                  "PYLON_ADMIN_TOKEN yourself");
+            snprintf(err, errlen,
+                     "cannot read /dev/urandom to generate PYLON_ADMIN_TOKEN: set "
+                     "PYLON_ADMIN_TOKEN yourself");
             return false;
         }
         cfg->admin_token = cfg->generated_token_;
@@ -309,8 +322,8 @@ void pylon_config_print(const pylon_config *cfg, FILE *out)
     fprintf(out, "PYLON_MANIFEST     = %s\n", cfg->manifest);
     fprintf(out, "PYLON_ADMIN_TOKEN  = %s\n",
             cfg->admin_token_generated ? "(generated, printed below)" : "(set, hidden)");
-    fprintf(out, "PYLON_CORS_ORIGIN  = %s\n", cfg->dev && !cfg->cors_origin ? "* (dev)"
-                                                                            : or_unset(cfg->cors_origin));
+    fprintf(out, "PYLON_CORS_ORIGIN  = %s\n",
+            cfg->dev && !cfg->cors_origin ? "* (dev)" : or_unset(cfg->cors_origin));
     fprintf(out, "PYLON_CSRF_ORIGINS = %s\n", or_unset(cfg->csrf_origins));
     fprintf(out, "PYLON_WS_URL       = %s\n", or_unset(cfg->ws_url));
     if (cfg->workers)

@@ -38,7 +38,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define EXIT_USAGE 64
+#define EXIT_USAGE       64
 #define EXIT_UNAVAILABLE 69
 
 static void usage(FILE *out)
@@ -267,29 +267,28 @@ static int serve(const pylon_config *cfg)
         pylon_log_error("pylon", "cannot build the routes (out of memory)");
         goto out;
     }
-    pylon_http_server_options so = {
-        .host = cfg->host,
-        .port = cfg->port,
-        .io_threads = cfg->io_threads,
-        .max_header_bytes = 16 * 1024,
-        .max_body_bytes = 10 * 1024 * 1024,
-        .header_timeout_s = cfg->header_timeout_s,
-        .body_timeout_s = cfg->body_timeout_s,
-        .idle_timeout_s = cfg->idle_timeout_s,
-        .max_conns_per_ip = cfg->max_conns_per_ip,
-        .max_stream_conns_per_ip = cfg->max_stream_conns_per_ip,
-        .ws_max_frame = cfg->ws_max_frame,
-        .stream_max_backlog = cfg->ws_max_backlog,
-        .ws_ping_s = 30,
-        .ws_dead_s = 75,
-        .sse_keepalive_s = 30,
-        .trust_proxy_hops = cfg->trust_proxy_hops,
-        .router = router,
-        .guard = guard,
-        .streams = {[PYLON_STREAM_SYNC_WS] = &sync_ws,
-                    [PYLON_STREAM_SSE] = &sse,
-                    [PYLON_STREAM_SHARD_WS] = &shard_ws,
-                    [PYLON_STREAM_SHARD_SSE] = &shard_sse}};
+    pylon_http_server_options so = {.host = cfg->host,
+                                    .port = cfg->port,
+                                    .io_threads = cfg->io_threads,
+                                    .max_header_bytes = 16 * 1024,
+                                    .max_body_bytes = 10 * 1024 * 1024,
+                                    .header_timeout_s = cfg->header_timeout_s,
+                                    .body_timeout_s = cfg->body_timeout_s,
+                                    .idle_timeout_s = cfg->idle_timeout_s,
+                                    .max_conns_per_ip = cfg->max_conns_per_ip,
+                                    .max_stream_conns_per_ip = cfg->max_stream_conns_per_ip,
+                                    .ws_max_frame = cfg->ws_max_frame,
+                                    .stream_max_backlog = cfg->ws_max_backlog,
+                                    .ws_ping_s = 30,
+                                    .ws_dead_s = 75,
+                                    .sse_keepalive_s = 30,
+                                    .trust_proxy_hops = cfg->trust_proxy_hops,
+                                    .router = router,
+                                    .guard = guard,
+                                    .streams = {[PYLON_STREAM_SYNC_WS] = &sync_ws,
+                                                [PYLON_STREAM_SSE] = &sse,
+                                                [PYLON_STREAM_SHARD_WS] = &shard_ws,
+                                                [PYLON_STREAM_SHARD_SSE] = &shard_sse}};
     if (!guard || !(srv = pylon_http_server_start(&so, err, sizeof err))) {
         pylon_log_error("pylon", "%s", guard ? err : "out of memory");
         goto out;
@@ -377,7 +376,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "replay") == 0) {
         if (argc != 3) {
-            fprintf(stderr, "pylon replay: which file? e.g. pylon replay .pylon/replays/m1.replay\n");
+            fprintf(stderr,
+                    "pylon replay: which file? e.g. pylon replay .pylon/replays/m1.replay\n");
             return EXIT_USAGE;
         }
         pylon_config cfg;
@@ -397,8 +397,9 @@ int main(int argc, char **argv)
         return rc;
     }
     if (strcmp(cmd, "login") == 0 || strcmp(cmd, "deploy") == 0) {
-        fprintf(stderr, "pylon %s: Pylon Cloud is not available in a self-hosted build; run "
-                        "`pylon serve` on your own machine instead (see the README)\n",
+        fprintf(stderr,
+                "pylon %s: Pylon Cloud is not available in a self-hosted build; run "
+                "`pylon serve` on your own machine instead (see the README)\n",
                 cmd);
         return EXIT_UNAVAILABLE;
     }

@@ -28,7 +28,7 @@
 
 typedef struct pylon_sim_ctx {
     const char *shard_id;
-    uint32_t tick_rate_hz; /* 0: event-driven (ticks only when inputs arrive) */
+    uint32_t tick_rate_hz;   /* 0: event-driven (ticks only when inputs arrive) */
     const char *config_json; /* the "config" object given when the shard was created, or "{}" */
 } pylon_sim_ctx;
 
@@ -41,7 +41,8 @@ typedef struct pylon_sim_out {
 /* Appends bytes; false on exhaustion. */
 bool pylon_sim_out_put(pylon_sim_out *o, const void *bytes, size_t n);
 /* printf-style append. */
-bool pylon_sim_out_printf(pylon_sim_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool pylon_sim_out_printf(pylon_sim_out *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 typedef struct pylon_sim_vtable {
     uint32_t abi_version; /* PYLON_SIM_ABI_VERSION */
@@ -55,19 +56,27 @@ typedef struct pylon_sim_vtable {
     /* Writes what `sid` sees (compact JSON) into out. */
     void (*snapshot_for)(void *state, const char *sid, pylon_sim_out *out);
     bool (*is_finished)(void *state);
-    bool (*save)(void *state, pylon_sim_out *out);                       /* optional */
+    bool (*save)(void *state, pylon_sim_out *out);                             /* optional */
     void *(*restore)(const pylon_sim_ctx *ctx, const char *bytes, size_t len); /* optional */
     void (*destroy)(void *state);
 } pylon_sim_vtable;
 
 /* ---- area-of-interest helpers (membership tests; the filtering is the game's) ------------- */
 
-typedef struct pylon_aoi_sphere { double x, y, z, radius; } pylon_aoi_sphere;
-typedef struct pylon_aoi_box { double min_x, min_y, min_z, max_x, max_y, max_z; } pylon_aoi_box;
+typedef struct pylon_aoi_sphere {
+    double x, y, z, radius;
+} pylon_aoi_sphere;
+typedef struct pylon_aoi_box {
+    double min_x, min_y, min_z, max_x, max_y, max_z;
+} pylon_aoi_box;
 /* A square grid on x/z: cells of cell_size; a point is visible within radius_cells cells. */
-typedef struct pylon_aoi_grid { double cell_size; int radius_cells; } pylon_aoi_grid;
+typedef struct pylon_aoi_grid {
+    double cell_size;
+    int radius_cells;
+} pylon_aoi_grid;
 
-static inline bool pylon_aoi_sphere_contains(const pylon_aoi_sphere *s, double x, double y, double z)
+static inline bool pylon_aoi_sphere_contains(const pylon_aoi_sphere *s, double x, double y,
+                                             double z)
 {
     double dx = x - s->x, dy = y - s->y, dz = z - s->z;
     return dx * dx + dy * dy + dz * dz <= s->radius * s->radius;
