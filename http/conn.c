@@ -87,16 +87,11 @@ static void on_write(uv_write_t *req, int status)
     after_write_check(c);
 }
 
-bool pylon_conn_write(pylon_conn *c, pylon_buf **bufs, size_t n)
+/* Writes every buffer of bufs through ub, which has room for n entries. */
+static bool conn_write_with(pylon_conn *c, pylon_buf **bufs, size_t n, uv_buf_t *ub)
 {
-    if (c->closing) {
-        for (size_t i = 0; i < n; i++)
-            pylon_buf_release(bufs[i]);
-        return false;
-    }
-    uv_buf_t ub[8];
     size_t total = 0, k = 0;
-    for (size_t i = 0; i < n && k < 8; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (bufs[i]->len == 0) continue;
         ub[k++] = uv_buf_init((char *)bufs[i]->data, (unsigned)bufs[i]->len);
         total += bufs[i]->len;
@@ -147,6 +142,28 @@ bool pylon_conn_write(pylon_conn *c, pylon_buf **bufs, size_t n)
         return false;
     }
     return true;
+}
+
+bool pylon_conn_write(pylon_conn *c, pylon_buf **bufs, size_t n)
+{
+    if (c->closing) {
+        for (size_t i = 0; i < n; i++)
+            pylon_buf_release(bufs[i]);
+        return false;
+    }
+    /* Most writes are a header and a body; longer lists (batched frames) get a heap array so
+     * no buffer is ever dropped. uv_write copies the array, so it may be freed right after. */
+    uv_buf_t small[8];
+    uv_buf_t *ub = n <= 8 ? small : malloc(n * sizeof *ub);
+    if (!ub) {
+        for (size_t i = 0; i < n; i++)
+            pylon_buf_release(bufs[i]);
+        pylon_conn_close(c);
+        return false;
+    }
+    bool ok = conn_write_with(c, bufs, n, ub);
+    if (ub != small) free(ub);
+    return ok;
 }
 
 /* ---- closing ----------------------------------------------------------------------------- */
