@@ -145,22 +145,28 @@ static void ref_post(pylon_http_exchange *ex, void *ctx)
     const pylon_http_request *req = pylon_http_request_of(ex);
     const char *e = req->path + strlen("/api/entities/");
     int elen = (int)strcspn(e, "/?");
+    if (!req->body || req->body_len == 0 || req->body_len >= 512) {
+        pylon_http_respond_error(ex, 400, "BAD_REQUEST", "send a JSON object under 512 bytes",
+                                 NULL);
+        return;
+    }
     pthread_mutex_lock(&h->mu);
     int64_t seq = ++h->seq;
     /* The same shape as pylon's change event; the body is the row's data. */
     char text[1024];
-    int len = snprintf(text, sizeof text,
-                       "{\"seq\":%" PRId64 ",\"entity\":\"%.*s\",\"row_id\":\"r%024" PRId64
-                       "\",\"kind\":\"insert\",\"data\":%.*s,\"timestamp\":\"\"}",
-                       seq, elen > 64 ? 64 : elen, e, seq,
-                       (int)(req->body_len < 512 ? req->body_len : 0), (const char *)req->body);
-    pylon_buf *f = len > 0 && (size_t)len < sizeof text ? pylon_ws_frame(1, text, (size_t)len)
-                                                        : NULL;
+    int len =
+        snprintf(text, sizeof text,
+                 "{\"seq\":%" PRId64 ",\"entity\":\"%.*s\",\"row_id\":\"r%024" PRId64
+                 "\",\"kind\":\"insert\",\"data\":%.*s,\"timestamp\":\"\"}",
+                 seq, elen > 64 ? 64 : elen, e, seq, (int)req->body_len, (const char *)req->body);
+    pylon_buf *f =
+        len > 0 && (size_t)len < sizeof text ? pylon_ws_frame(1, text, (size_t)len) : NULL;
     bool ok = f != NULL;
     if (f && h->coalesce_ms) {
         if (h->pending_len + f->len > h->pending_cap) {
             size_t cap = h->pending_cap ? h->pending_cap * 2 : 65536;
-            while (cap < h->pending_len + f->len) cap *= 2;
+            while (cap < h->pending_len + f->len)
+                cap *= 2;
             uint8_t *np = realloc(h->pending, cap);
             if (np) {
                 h->pending = np;
@@ -173,7 +179,8 @@ static void ref_post(pylon_http_exchange *ex, void *ctx)
             h->pending_len += f->len;
         }
     } else if (f) {
-        for (size_t i = 0; i < h->n; i++) pylon_stream_send(h->subs[i]->s, f);
+        for (size_t i = 0; i < h->n; i++)
+            pylon_stream_send(h->subs[i]->s, f);
     }
     if (f) pylon_buf_release(f);
     pthread_mutex_unlock(&h->mu);
@@ -198,7 +205,8 @@ static void *ref_flusher(void *arg)
         pylon_buf *b = h->pending_len ? pylon_buf_copy(h->pending, h->pending_len) : NULL;
         h->pending_len = 0;
         if (b) {
-            for (size_t i = 0; i < h->n; i++) pylon_stream_send(h->subs[i]->s, b);
+            for (size_t i = 0; i < h->n; i++)
+                pylon_stream_send(h->subs[i]->s, b);
             pylon_buf_release(b);
         }
         pthread_mutex_unlock(&h->mu);
@@ -209,7 +217,8 @@ static void *ref_flusher(void *arg)
 static void ref_guest(pylon_http_exchange *ex, void *ctx)
 {
     (void)ctx;
-    pylon_http_respond_json(ex, 200, "{\"token\":\"ref\",\"user_id\":\"guest_ref\",\"guest\":true}");
+    pylon_http_respond_json(ex, 200,
+                            "{\"token\":\"ref\",\"user_id\":\"guest_ref\",\"guest\":true}");
 }
 
 static int run_server(int port, unsigned coalesce_ms)
@@ -291,7 +300,7 @@ typedef struct opts {
 } opts;
 
 /* Latency histogram: 10 µs buckets up to 1 s, then 1 ms buckets up to 120 s. */
-#define H_FINE 100000
+#define H_FINE   100000
 #define H_COARSE 119000
 typedef struct hist {
     uint64_t b[H_FINE + H_COARSE + 1];
@@ -467,7 +476,8 @@ static void *writer_main(void *arg)
     for (int i = 0; i < nw; i++) {
         ws[i].fd = connect_blocking(o->http_port);
         if (ws[i].fd < 0) {
-            snprintf(sh->first_error, sizeof sh->first_error, "writer connect: %s", strerror(errno));
+            snprintf(sh->first_error, sizeof sh->first_error, "writer connect: %s",
+                     strerror(errno));
             continue;
         }
         fcntl(ws[i].fd, F_SETFL, fcntl(ws[i].fd, F_GETFL) | O_NONBLOCK);
@@ -643,7 +653,8 @@ static bool part_put(sub *s, const uint8_t *p, size_t n)
 {
     if (s->plen + n > s->pcap) {
         size_t cap = s->pcap ? s->pcap : 256;
-        while (cap < s->plen + n) cap *= 2;
+        while (cap < s->plen + n)
+            cap *= 2;
         if (cap > (16u << 20)) return false;
         uint8_t *np = realloc(s->part, cap);
         if (!np) return false;
@@ -668,7 +679,8 @@ static bool json_int(const uint8_t *p, size_t len, const char *key, size_t klen,
     }
     if (q >= end || *q < '0' || *q > '9') return false;
     int64_t v = 0;
-    while (q < end && *q >= '0' && *q <= '9') v = v * 10 + (*q++ - '0');
+    while (q < end && *q >= '0' && *q <= '9')
+        v = v * 10 + (*q++ - '0');
     *out = neg ? -v : v;
     return true;
 }
@@ -694,7 +706,8 @@ static void on_text(run *R, sub *s, const uint8_t *p, size_t len, uint64_t now)
     R->distinct_open++;
     R->deliveries++;
     R->last_delivery_ns = now;
-    if ((uint64_t)t >= R->measure_from_ns && now >= (uint64_t)t) hist_add(&R->lat, now - (uint64_t)t);
+    if ((uint64_t)t >= R->measure_from_ns && now >= (uint64_t)t)
+        hist_add(&R->lat, now - (uint64_t)t);
 }
 
 /* Parses whole frames at p[0..len); returns the bytes used. */
@@ -714,7 +727,8 @@ static size_t on_frames(run *R, sub *s, const uint8_t *p, size_t len, uint64_t n
         } else if (pl == 127) {
             if (len - off < 10) break;
             pl = 0;
-            for (int i = 0; i < 8; i++) pl = (pl << 8) | f[2 + i];
+            for (int i = 0; i < 8; i++)
+                pl = (pl << 8) | f[2 + i];
             hl = 10;
         }
         if (masked) hl += 4; /* a server must not mask; tolerated */
@@ -725,12 +739,15 @@ static size_t on_frames(run *R, sub *s, const uint8_t *p, size_t len, uint64_t n
         if (len - off < hl + pl) break;
         const uint8_t *payload = f + hl;
         switch (opcode) {
-        case 1: on_text(R, s, payload, (size_t)pl, now); break;
+        case 1:
+            on_text(R, s, payload, (size_t)pl, now);
+            break;
         case 8: {
             uint16_t code = pl >= 2 ? (uint16_t)((payload[0] << 8) | payload[1]) : 1005;
             s->close_code = code;
             bool seen = false;
-            for (int i = 0; i < R->n_close_codes; i++) seen |= R->close_codes[i] == code;
+            for (int i = 0; i < R->n_close_codes; i++)
+                seen |= R->close_codes[i] == code;
             if (!seen && R->n_close_codes < 8) R->close_codes[R->n_close_codes++] = code;
             sub_drop(R, s, S_CLOSED);
             return len;
@@ -746,7 +763,8 @@ static size_t on_frames(run *R, sub *s, const uint8_t *p, size_t len, uint64_t n
             }
             break;
         }
-        default: break;
+        default:
+            break;
         }
         off += hl + (size_t)pl;
     }
@@ -862,7 +880,8 @@ static double proc_cpu_s(int pid)
     buf[n] = '\0';
     const char *p = strrchr(buf, ')');
     unsigned long ut, st;
-    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+     */
     if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
         return -1;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
@@ -870,12 +889,11 @@ static double proc_cpu_s(int pid)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: bench_fanout load --http-port P --ws-port P [--ws-path /] [--subs N]\n"
-            "         [--rate M] [--duration D] [--writers W] [--warmup S] [--settle S]\n"
-            "         [--drain S] [--guest | --token T] [--entity Event] [--label NAME]\n"
-            "         [--server-pid PID]\n"
-            "       bench_fanout server PORT [--coalesce-ms MS]\n");
+    fprintf(stderr, "usage: bench_fanout load --http-port P --ws-port P [--ws-path /] [--subs N]\n"
+                    "         [--rate M] [--duration D] [--writers W] [--warmup S] [--settle S]\n"
+                    "         [--drain S] [--guest | --token T] [--entity Event] [--label NAME]\n"
+                    "         [--server-pid PID]\n"
+                    "       bench_fanout server PORT [--coalesce-ms MS]\n");
 }
 
 static int run_load(int argc, char **argv)
@@ -891,33 +909,66 @@ static int run_load(int argc, char **argv)
               .connect_timeout = 120,
               .entity = "Event",
               .label = "run"};
-    static const struct option lo[] = {
-        {"http-port", 1, 0, 'h'}, {"ws-port", 1, 0, 'p'},  {"ws-path", 1, 0, 'P'},
-        {"subs", 1, 0, 'n'},      {"rate", 1, 0, 'r'},     {"duration", 1, 0, 'd'},
-        {"writers", 1, 0, 'w'},   {"warmup", 1, 0, 'W'},   {"settle", 1, 0, 's'},
-        {"drain", 1, 0, 'D'},     {"guest", 0, 0, 'g'},    {"token", 1, 0, 't'},
-        {"entity", 1, 0, 'e'},    {"label", 1, 0, 'l'},    {"server-pid", 1, 0, 'S'},
-        {0, 0, 0, 0}};
+    static const struct option lo[] = {{"http-port", 1, 0, 'h'},  {"ws-port", 1, 0, 'p'},
+                                       {"ws-path", 1, 0, 'P'},    {"subs", 1, 0, 'n'},
+                                       {"rate", 1, 0, 'r'},       {"duration", 1, 0, 'd'},
+                                       {"writers", 1, 0, 'w'},    {"warmup", 1, 0, 'W'},
+                                       {"settle", 1, 0, 's'},     {"drain", 1, 0, 'D'},
+                                       {"guest", 0, 0, 'g'},      {"token", 1, 0, 't'},
+                                       {"entity", 1, 0, 'e'},     {"label", 1, 0, 'l'},
+                                       {"server-pid", 1, 0, 'S'}, {0, 0, 0, 0}};
     int c;
     optind = 2;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
-        case 'h': o.http_port = atoi(optarg); break;
-        case 'p': o.ws_port = atoi(optarg); break;
-        case 'P': o.ws_path = optarg; break;
-        case 'n': o.subs = atoi(optarg); break;
-        case 'r': o.rate = atoi(optarg); break;
-        case 'd': o.duration = atof(optarg); break;
-        case 'w': o.writers = atoi(optarg); break;
-        case 'W': o.warmup = atof(optarg); break;
-        case 's': o.settle = atof(optarg); break;
-        case 'D': o.drain = atof(optarg); break;
-        case 'g': o.guest = true; break;
-        case 't': o.token = optarg; break;
-        case 'e': o.entity = optarg; break;
-        case 'l': o.label = optarg; break;
-        case 'S': o.server_pid = atoi(optarg); break;
-        default: usage(); return 64;
+        case 'h':
+            o.http_port = atoi(optarg);
+            break;
+        case 'p':
+            o.ws_port = atoi(optarg);
+            break;
+        case 'P':
+            o.ws_path = optarg;
+            break;
+        case 'n':
+            o.subs = atoi(optarg);
+            break;
+        case 'r':
+            o.rate = atoi(optarg);
+            break;
+        case 'd':
+            o.duration = atof(optarg);
+            break;
+        case 'w':
+            o.writers = atoi(optarg);
+            break;
+        case 'W':
+            o.warmup = atof(optarg);
+            break;
+        case 's':
+            o.settle = atof(optarg);
+            break;
+        case 'D':
+            o.drain = atof(optarg);
+            break;
+        case 'g':
+            o.guest = true;
+            break;
+        case 't':
+            o.token = optarg;
+            break;
+        case 'e':
+            o.entity = optarg;
+            break;
+        case 'l':
+            o.label = optarg;
+            break;
+        case 'S':
+            o.server_pid = atoi(optarg);
+            break;
+        default:
+            usage();
+            return 64;
         }
     }
     /* Bounds: everything below is sized and timed from these. */
@@ -999,7 +1050,8 @@ static int run_load(int argc, char **argv)
         return 1;
     }
     uint64_t settle_end = now_ns() + (uint64_t)(o.settle * 1e9);
-    while (now_ns() < settle_end) pump(R, 20);
+    while (now_ns() < settle_end)
+        pump(R, 20);
     int64_t pre_deliveries = R->deliveries;
 
     /* 2-3. Writes and deliveries. */
@@ -1058,25 +1110,24 @@ static int run_load(int argc, char **argv)
     for (int i = 0; i < R->n_close_codes; i++)
         snprintf(codes + strlen(codes), sizeof codes - strlen(codes), "%s%u", i ? "," : "",
                  R->close_codes[i]);
-    printf("label=%s subs=%d connected=%d connect_s=%.2f rate=%d duration=%.1f writes=%" PRId64
-           " acked=%" PRId64 " failed=%" PRId64 " behind=%" PRId64 " wps=%.1f"
-           " write_rtt_p99_ms=%.2f deliveries=%" PRId64 " dps=%.0f p50_ms=%.2f p95_ms=%.2f"
-           " p99_ms=%.2f max_ms=%.2f lost=%" PRId64 " subs_missing=%" PRId64 " closed=%d"
-           " closed_codes=%s dup=%" PRId64 " ooo=%" PRId64 " unacked=%" PRId64
-           " unparsed=%" PRId64 " stray=%" PRId64 " client_cpu=%.2f server_cpu=%.2f"
-           " server_us_per_delivery=%.3f%s%s\n",
-           o.label, o.subs, connected, connect_s, o.rate, o.duration,
-           (int64_t)atomic_load(&sh->sent), sh->n_acked, sh->n_failed, sh->n_behind,
-           wspan > 0 ? (double)sh->n_acked / wspan : 0, hist_pct_ms(&sh->rtt, 99), R->deliveries,
-           dspan > 0 ? (double)R->deliveries / dspan : 0, hist_pct_ms(&R->lat, 50),
-           hist_pct_ms(&R->lat, 95), hist_pct_ms(&R->lat, 99), (double)R->lat.max_ns / 1e6, lost,
-           subs_missing, R->closed, codes[0] ? codes : "-", R->dups, R->ooo, unacked, R->unparsed,
-           pre_deliveries, wall > 0 ? cpu / wall : 0,
-           srv0 >= 0 && srv1 >= 0 && wall > 0 ? (srv1 - srv0) / wall : -1,
-           srv0 >= 0 && srv1 >= 0 && R->deliveries ? (srv1 - srv0) * 1e6 / (double)R->deliveries
-                                                   : -1,
-           sh->first_error[0] ? " error=" : "",
-           sh->first_error[0] ? "see-stderr" : "");
+    printf(
+        "label=%s subs=%d connected=%d connect_s=%.2f rate=%d duration=%.1f writes=%" PRId64
+        " acked=%" PRId64 " failed=%" PRId64 " behind=%" PRId64 " wps=%.1f"
+        " rtt_p50_ms=%.2f rtt_p99_ms=%.2f deliveries=%" PRId64 " dps=%.0f p50_ms=%.2f p95_ms=%.2f"
+        " p99_ms=%.2f max_ms=%.2f lost=%" PRId64 " subs_missing=%" PRId64 " closed=%d"
+        " closed_codes=%s dup=%" PRId64 " ooo=%" PRId64 " unacked=%" PRId64 " unparsed=%" PRId64
+        " stray=%" PRId64 " client_cpu=%.2f server_cpu=%.2f"
+        " server_us_per_delivery=%.3f%s%s\n",
+        o.label, o.subs, connected, connect_s, o.rate, o.duration, (int64_t)atomic_load(&sh->sent),
+        sh->n_acked, sh->n_failed, sh->n_behind, wspan > 0 ? (double)sh->n_acked / wspan : 0,
+        hist_pct_ms(&sh->rtt, 50), hist_pct_ms(&sh->rtt, 99), R->deliveries,
+        dspan > 0 ? (double)R->deliveries / dspan : 0, hist_pct_ms(&R->lat, 50),
+        hist_pct_ms(&R->lat, 95), hist_pct_ms(&R->lat, 99), (double)R->lat.max_ns / 1e6, lost,
+        subs_missing, R->closed, codes[0] ? codes : "-", R->dups, R->ooo, unacked, R->unparsed,
+        pre_deliveries, wall > 0 ? cpu / wall : 0,
+        srv0 >= 0 && srv1 >= 0 && wall > 0 ? (srv1 - srv0) / wall : -1,
+        srv0 >= 0 && srv1 >= 0 && R->deliveries ? (srv1 - srv0) * 1e6 / (double)R->deliveries : -1,
+        sh->first_error[0] ? " error=" : "", sh->first_error[0] ? "see-stderr" : "");
     if (sh->first_error[0]) fprintf(stderr, "load: first error: %s\n", sh->first_error);
     fflush(stdout);
 

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Sync fan-out benchmark: N WebSocket subscribers, M writes/s over HTTP, every write delivered
-# to every subscriber. Three servers driven by the same load generator (bench_fanout load), in
-# the same run, alternating within each round:
-#   pylon   tools/pylon: POST /api/entities/Event -> SQLite commit -> sync hub -> every session
-#   ref-A   bench_fanout server: our http/ WebSocket layer, no database, no hub, no policy:
-#           the POST handler frames the event once and sends it to every stream (our floor)
-#   node    Node's `ws` 8.18.3 (node_ref.mjs): the POST handler sends one Buffer to every client
+# to every subscriber. The servers below are driven by the same load generator
+# (bench_fanout load) in the same run, their order alternating from round to round:
+#   pylon     tools/pylon: POST /api/entities/Event -> SQLite commit -> sync hub -> sessions
+#   ref-A     bench_fanout server: our http/ WebSocket layer, no database, no hub, no policy;
+#             the POST handler frames the event once and sends it to every stream (our floor)
+#   ref-A-c5  the same with 5 ms write coalescing (one write per subscriber for all the events
+#             of the period): what batching the writes would buy (README.md)
+#   node      Node's `ws` 8.18.3 (node_ref.mjs): the POST handler sends one Buffer to every client
 # Scenarios: (a) 5 000 subs x 100 writes/s; (b) 1 000 subs x 500 writes/s; (c) 10 000 subs at
 # each rate of C_RATES (the highest rate whose median p99 stays under 100 ms is reported).
-# Loopback only; every run is bounded (DURATION s of writes, DRAIN s at most to drain, a hard
-# deadline in the generator).
+# Loopback only; every run is bounded (about 1.2 x DURATION s of writes, DRAIN s at most to
+# drain, a hard deadline in the generator). Full run: about 20 minutes; --quick: about 30 s
+# ((a) and (b), 2 s each, one round, without ref-A-c5).
 # Usage: bench/fanout/run.sh [--quick]
-#   env: DURATION (10), ROUNDS (3), C_RATES ("1 2 5 10"), SERVERS ("pylon ref-A node"),
-#        (add ref-A-c5: reference A with 5 ms write coalescing), WRITERS (8), BUILD (build), PERF=1 (perf record -g the pylon process in scenario (a),
-#        report in $PERF_OUT, default /tmp/fanout-perf.txt)
+#   env: DURATION (10), ROUNDS (3), C_RATES ("1 2 5 10"), SERVERS ("pylon ref-A ref-A-c5 node"),
+#        WRITERS (8 writer connections), BUILD (build), PERF=1 (perf record -g, software clock,
+#        of the pylon process during (a) in round 1: report in PERF_OUT, default
+#        /tmp/fanout-perf.txt, data beside it). PYLON_* variables reach the pylon server.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -21,14 +25,19 @@ BUILD=${BUILD:-build}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 C_RATES=${C_RATES:-"1 2 5 10"}
-SERVERS=${SERVERS:-"pylon ref-A node"}
+SERVERS_SET=${SERVERS:-}
+SERVERS=${SERVERS:-"pylon ref-A ref-A-c5 node"}
 WRITERS=${WRITERS:-8}
 PERF=${PERF:-0}
 PERF_OUT=${PERF_OUT:-/tmp/fanout-perf.txt}
 DRAIN=10
+SETTLE=1
 SCEN_A="5000 100"; SCEN_B="1000 500"; SCEN_C_SUBS=10000
 QUICK=0
-if [ "${1:-}" = "--quick" ]; then QUICK=1; DURATION=3; ROUNDS=1; DRAIN=3; fi
+if [ "${1:-}" = "--quick" ]; then
+  QUICK=1; DURATION=2; ROUNDS=1; DRAIN=3; SETTLE=0.5
+  [ -n "$SERVERS_SET" ] || SERVERS="pylon ref-A node"
+fi
 
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target pylon bench_fanout >/dev/null
@@ -84,14 +93,15 @@ measure() {
   p=$(port)
   start_server "$name" "$p"
   if [ "$PERF" = 1 ] && [ "$name" = pylon ] && [ "$key" = a ] && [ ! -s "$TMP/perf.data" ]; then
-    # software clock only (the VM has no PMU): sample the whole pylon process
+    # software clock only (the VM has no PMU): sample the whole pylon process once the
+    # subscribers are connected (about 3 s), for DURATION s
     (sleep 3 && exec perf record -e cpu-clock -F 999 -g -p "$SPID" -o "$TMP/perf.data" -- sleep "$DURATION") \
       >"$TMP/perf.log" 2>&1 &
     perfpid=$!
   fi
   local line
   line=$("$GEN" load --http-port "$p" --ws-port $((p + 1)) --subs "$subs" --rate "$rate" \
-    --duration "$DURATION" --drain "$DRAIN" --writers "$WRITERS" --guest --server-pid "$SPID" \
+    --duration "$DURATION" --drain "$DRAIN" --settle "$SETTLE" --writers "$WRITERS" --guest --server-pid "$SPID" \
     --label "$key/$name" 2>"$TMP/gen.err") || { echo "  generator failed:"; cat "$TMP/gen.err"; }
   [ -n "$perfpid" ] && wait "$perfpid" 2>/dev/null || true
   stop_server
@@ -99,9 +109,9 @@ measure() {
   echo "$line" >>"$TMP/results"
   echo "$line" | awk -v k="$key" -v n="$name" '{
       for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-      printf "    %-3s %-8s subs %5s x %4s/s: wps %6s dps %8s p50 %7s p99 %7s ms lost %s closed %s srv_cpu %s us/deliv %s\n",
-        k, n, f["subs"], f["rate"], f["wps"], f["dps"], f["p50_ms"], f["p99_ms"], f["lost"], f["closed"],
-        f["server_cpu"], f["server_us_per_delivery"] }'
+      printf "    %-3s %-8s subs %5s x %4s/s: wps %6s dps %8s p50 %7s p99 %7s ms (POST p99 %s) lost %s closed %s srv_cpu %s us/deliv %s\n",
+        k, n, f["subs"], f["rate"], f["wps"], f["dps"], f["p50_ms"], f["p99_ms"], f["rtt_p99_ms"], f["lost"],
+        f["closed"], f["server_cpu"], f["server_us_per_delivery"] }'
 }
 
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -124,12 +134,12 @@ med() { # key server field -> median over rounds
   { grep "^label=$1/$2 " "$TMP/results" || true; } | field "$3" | median
 }
 echo
-printf '%-22s %-8s %7s %9s %8s %8s %8s %8s %6s %6s %7s %8s\n' scenario server wps "deliv/s" "p50 ms" "p95 ms" \
-  "p99 ms" "max ms" lost closed srv_cpu "us/deliv"
+printf '%-18s %-8s %6s %8s %8s %8s %8s %8s %8s %5s %6s %7s %8s\n' scenario server wps "deliv/s" "p50 ms" "p95 ms" \
+  "p99 ms" "max ms" "POST p99" lost closed srv_cpu "us/deliv"
 row() { # key title server
-  printf '%-22s %-8s %7s %9s %8s %8s %8s %8s %6s %6s %7s %8s\n' "$2" "$3" "$(med "$1" "$3" wps)" \
+  printf '%-18s %-8s %6s %8s %8s %8s %8s %8s %8s %5s %6s %7s %8s\n' "$2" "$3" "$(med "$1" "$3" wps)" \
     "$(med "$1" "$3" dps)" "$(med "$1" "$3" p50_ms)" "$(med "$1" "$3" p95_ms)" "$(med "$1" "$3" p99_ms)" \
-    "$(med "$1" "$3" max_ms)" "$(med "$1" "$3" lost)" "$(med "$1" "$3" closed)" \
+    "$(med "$1" "$3" max_ms)" "$(med "$1" "$3" rtt_p99_ms)" "$(med "$1" "$3" lost)" "$(med "$1" "$3" closed)" \
     "$(med "$1" "$3" server_cpu)" "$(med "$1" "$3" server_us_per_delivery)"
 }
 for sc in "${SCENARIOS[@]}"; do
