@@ -57,6 +57,14 @@ static const pylon_entity *entity_or_404(pylon_data_api *api, pylon_http_exchang
     return NULL;
 }
 
+/* The entity named by the route's first parameter (/api/entities/<Entity>/...), or a 404. */
+static const pylon_entity *path_entity(pylon_data_api *api, pylon_http_exchange *ex)
+{
+    char name[128];
+    pylon_http_param(ex, 0, name, sizeof name);
+    return entity_or_404(api, ex, name);
+}
+
 /* The JSON body, or NULL after answering 400. */
 static json_t *body_json(pylon_http_exchange *ex, bool want_object)
 {
@@ -485,9 +493,7 @@ static read_job *job_new(pylon_data_api *api, pylon_http_exchange *ex, const pyl
 static void list(pylon_http_exchange *ex, void *ctx)
 {
     pylon_data_api *api = ctx;
-    char name[128];
-    pylon_http_param(ex, 0, name, sizeof name);
-    const pylon_entity *e = entity_or_404(api, ex, name);
+    const pylon_entity *e = path_entity(api, ex);
     if (!e) return;
     int64_t limit = LIST_DEFAULT_LIMIT, offset = 0;
     bool has_limit, has_offset;
@@ -505,9 +511,7 @@ static void list(pylon_http_exchange *ex, void *ctx)
 static void cursor(pylon_http_exchange *ex, void *ctx)
 {
     pylon_data_api *api = ctx;
-    char name[128];
-    pylon_http_param(ex, 0, name, sizeof name);
-    const pylon_entity *e = entity_or_404(api, ex, name);
+    const pylon_entity *e = path_entity(api, ex);
     if (!e) return;
     int64_t limit = CURSOR_DEFAULT_LIMIT;
     bool has;
@@ -528,9 +532,7 @@ static void cursor(pylon_http_exchange *ex, void *ctx)
 static void query(pylon_http_exchange *ex, void *ctx)
 {
     pylon_data_api *api = ctx;
-    char name[128];
-    pylon_http_param(ex, 0, name, sizeof name);
-    const pylon_entity *e = entity_or_404(api, ex, name);
+    const pylon_entity *e = path_entity(api, ex);
     if (!e) return;
     json_t *filter = body_json(ex, false);
     if (!filter) return;
@@ -552,11 +554,10 @@ static void query(pylon_http_exchange *ex, void *ctx)
 static void lookup(pylon_http_exchange *ex, void *ctx)
 {
     pylon_data_api *api = ctx;
-    char name[128], field[128], value[1024];
-    pylon_http_param(ex, 0, name, sizeof name);
+    char field[128], value[1024];
     pylon_http_param(ex, 1, field, sizeof field);
     pylon_http_param(ex, 2, value, sizeof value);
-    const pylon_entity *e = entity_or_404(api, ex, name);
+    const pylon_entity *e = path_entity(api, ex);
     if (!e) return;
     const pylon_field *f = NULL;
     if (strcmp(field, "id") != 0 && !(f = pylon_entity_field(e, field))) {
@@ -585,9 +586,7 @@ static void lookup(pylon_http_exchange *ex, void *ctx)
 static void aggregate(pylon_http_exchange *ex, void *ctx)
 {
     pylon_data_api *api = ctx;
-    char name[128];
-    pylon_http_param(ex, 0, name, sizeof name);
-    const pylon_entity *e = entity_or_404(api, ex, name);
+    const pylon_entity *e = path_entity(api, ex);
     if (!e) return;
     json_t *spec = body_json(ex, true);
     if (!spec) return;
@@ -648,10 +647,9 @@ static void graph(pylon_http_exchange *ex, void *ctx)
 static void get_one(pylon_http_exchange *ex, void *ctx)
 {
     pylon_data_api *api = ctx;
-    char name[128], id[1024];
-    pylon_http_param(ex, 0, name, sizeof name);
+    char id[1024];
     pylon_http_param(ex, 1, id, sizeof id);
-    const pylon_entity *e = entity_or_404(api, ex, name);
+    const pylon_entity *e = path_entity(api, ex);
     if (!e) return;
     read_job *j = job_new(api, ex, e, R_GET);
     if (!j) return;
@@ -765,9 +763,7 @@ static void submit_write(pylon_data_api *api, pylon_http_exchange *ex, const pyl
 static void insert(pylon_http_exchange *ex, void *ctx)
 {
     pylon_data_api *api = ctx;
-    char name[128];
-    pylon_http_param(ex, 0, name, sizeof name);
-    const pylon_entity *e = entity_or_404(api, ex, name);
+    const pylon_entity *e = path_entity(api, ex);
     if (!e) return;
     json_t *body = body_json(ex, true);
     if (!body) return;
@@ -810,10 +806,9 @@ static void insert(pylon_http_exchange *ex, void *ctx)
 static void update_or_delete(pylon_http_exchange *ex, void *ctx, write_kind kind)
 {
     pylon_data_api *api = ctx;
-    char name[128], id[1024];
-    pylon_http_param(ex, 0, name, sizeof name);
+    char id[1024];
     pylon_http_param(ex, 1, id, sizeof id);
-    const pylon_entity *e = entity_or_404(api, ex, name);
+    const pylon_entity *e = path_entity(api, ex);
     if (!e) return;
     json_t *body = NULL;
     if (kind == W_UPDATE) {
