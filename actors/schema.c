@@ -26,10 +26,9 @@ static const char INTERNAL_DDL[] =
     "applied_at TEXT NOT NULL, operation_count INTEGER NOT NULL, baseline TEXT NOT NULL, "
     "plan_json TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS _pylon_changes ("
-    "seq INTEGER PRIMARY KEY AUTOINCREMENT, entity TEXT NOT NULL, row_id TEXT NOT NULL, "
+    "seq INTEGER PRIMARY KEY, entity TEXT NOT NULL, row_id TEXT NOT NULL, "
     "kind TEXT NOT NULL CHECK(kind IN ('insert','update','delete')), fields TEXT, data TEXT, "
     "ts INTEGER NOT NULL, op_id TEXT);"
-    "CREATE INDEX IF NOT EXISTS _pylon_changes_op_id ON _pylon_changes (op_id);"
     "CREATE TABLE IF NOT EXISTS _pylon_op_ids ("
     "op_id TEXT PRIMARY KEY NOT NULL, seq INTEGER, ts INTEGER);";
 

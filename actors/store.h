@@ -113,6 +113,11 @@ typedef struct pylon_store_backend {
 
 extern const pylon_store_backend pylon_store_sqlite;
 
+/* Process-wide SQLite settings; call once before any connection opens (later it does
+ * nothing). Turns off SQLite's allocation statistics, whose global mutex every sqlite3_malloc
+ * took: the writer and the readers contended on it for nothing (pylon never reads them). */
+void pylon_store_sqlite_global_init(void);
+
 /* Sets *err and returns false. */
 bool pylon_store_fail(pylon_store_error *err, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

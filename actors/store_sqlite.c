@@ -31,6 +31,10 @@ struct pylon_store_conn {
     const pylon_manifest *m;
     cached_stmt cache[STMT_CACHE];
     unsigned next_evict;
+    /* Writer: the last change-log seq handed out, and its value when the open transaction and
+     * savepoint began, so a rollback gives the numbers back. The writer numbers changes itself
+     * (no AUTOINCREMENT: its sqlite_sequence update cost a b-tree write per change). */
+    int64_t seq, seq_at_begin, seq_at_savepoint;
 };
 
 bool pylon_store_fail(pylon_store_error *err, int status, const char *code, const char *fmt, ...)
@@ -414,6 +418,11 @@ static bool bind_query(sqlite3_stmt *st, const binds *b, pylon_store_error *err)
     return true;
 }
 
+void pylon_store_sqlite_global_init(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 /* ---- the backend ------------------------------------------------------------------------- */
 
 static void sq_close(pylon_store_conn *c)
@@ -515,6 +524,7 @@ static bool run_cached(pylon_store_conn *c, const char *sql, pylon_store_error *
 
 static bool sq_begin(pylon_store_conn *c, pylon_store_error *err)
 {
+    c->seq_at_begin = c->seq;
     return run_cached(c, "BEGIN IMMEDIATE", err);
 }
 
@@ -522,16 +532,19 @@ static bool sq_commit(pylon_store_conn *c, pylon_store_error *err)
 {
     if (run_cached(c, "COMMIT", err)) return true;
     sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    c->seq = c->seq_at_begin;
     return false;
 }
 
 static void sq_rollback(pylon_store_conn *c)
 {
     sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    c->seq = c->seq_at_begin;
 }
 
 static bool sq_savepoint(pylon_store_conn *c, pylon_store_error *err)
 {
+    c->seq_at_savepoint = c->seq;
     return run_cached(c, "SAVEPOINT op", err);
 }
 
@@ -544,6 +557,7 @@ static void sq_savepoint_rollback(pylon_store_conn *c)
 {
     run_cached(c, "ROLLBACK TO op", NULL);
     run_cached(c, "RELEASE op", NULL);
+    c->seq = c->seq_at_savepoint;
 }
 
 static bool sq_get(pylon_store_conn *c, const pylon_entity *e, const char *id, json_t **row,
@@ -970,8 +984,8 @@ static bool sq_log_change(pylon_store_conn *c, pylon_change *ch, pylon_store_err
 {
     sqlite3_stmt *st =
         prepare(c,
-                "INSERT INTO _pylon_changes (entity, row_id, kind, fields, data, ts, op_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO _pylon_changes (entity, row_id, kind, fields, data, ts, op_id, seq) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 err);
     if (!st) return false;
     char *fields = ch->fields ? json_dumps(ch->fields, JSON_COMPACT) : NULL;
@@ -983,11 +997,12 @@ static bool sq_log_change(pylon_store_conn *c, pylon_change *ch, pylon_store_err
     if (data) sqlite3_bind_text(st, 5, data, -1, free);
     sqlite3_bind_int64(st, 6, ch->ts_ms);
     if (ch->op_id) sqlite3_bind_text(st, 7, ch->op_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, c->seq + 1);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (rc != SQLITE_DONE) return step_error(c, rc, "INSERT_FAILED", err);
-    ch->seq = sqlite3_last_insert_rowid(c->db);
+    ch->seq = ++c->seq;
     if (ch->op_id) {
         st = prepare(c, "INSERT OR IGNORE INTO _pylon_op_ids (op_id, seq, ts) VALUES (?, ?, ?)",
                      err);
@@ -1084,16 +1099,29 @@ static bool sq_changes_since(pylon_store_conn *c, int64_t since, int64_t limit, 
     return true;
 }
 
+/* The highest seq ever handed out, even after retention trims and test resets: the largest of
+ * the remaining rows, the floor a reset left in _pylon_meta, and sqlite_sequence (databases
+ * created before the writer numbered changes itself used AUTOINCREMENT). */
 static bool sq_head_seq(pylon_store_conn *c, int64_t *seq, pylon_store_error *err)
 {
-    /* sqlite_sequence keeps the highest seq ever handed out, even after retention trims. */
-    sqlite3_stmt *st =
-        prepare(c, "SELECT seq FROM sqlite_sequence WHERE name = '_pylon_changes'", err);
-    if (!st) return false;
-    int rc = sqlite3_step(st);
-    *seq = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE || step_error(c, rc, "QUERY_FAILED", err);
+    static const char *const sql[] = {
+        "SELECT max(seq) FROM _pylon_changes",
+        "SELECT value FROM _pylon_meta WHERE key = 'seq_floor'",
+        "SELECT seq FROM sqlite_sequence WHERE name = '_pylon_changes'"};
+    bool has_sequence = sqlite3_table_column_metadata(c->db, NULL, "sqlite_sequence", "seq", NULL,
+                                                      NULL, NULL, NULL, NULL) == SQLITE_OK;
+    *seq = 0;
+    for (int i = 0; i < (has_sequence ? 3 : 2); i++) {
+        sqlite3_stmt *st = prepare(c, sql[i], err);
+        if (!st) return false;
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW && sqlite3_column_int64(st, 0) > *seq)
+            *seq = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return step_error(c, rc, "QUERY_FAILED", err);
+    }
+    if (c->writer) c->seq = c->seq_at_begin = c->seq_at_savepoint = *seq;
+    return true;
 }
 
 static bool sq_reset(pylon_store_conn *c, pylon_store_error *err)
@@ -1103,6 +1131,14 @@ static bool sq_reset(pylon_store_conn *c, pylon_store_error *err)
         snprintf(sql, sizeof sql, "DELETE FROM \"%s\"", c->m->entities[i].name);
         if (!exec(c, sql, err)) return false;
     }
+    /* Seqs keep rising across a reset, so a client's old cursor is never reused. */
+    sqlite3_stmt *st =
+        prepare(c, "INSERT OR REPLACE INTO _pylon_meta (key, value) VALUES ('seq_floor', ?1)", err);
+    if (!st) return false;
+    sqlite3_bind_int64(st, 1, c->seq);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return step_error(c, rc, "DELETE_FAILED", err);
     return exec(c, "DELETE FROM _pylon_changes; DELETE FROM _pylon_op_ids;", err);
 }
 

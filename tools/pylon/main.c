@@ -15,6 +15,7 @@
 #include "actors/policy.h"
 #include "actors/readers.h"
 #include "actors/readiness.h"
+#include "actors/store.h"
 #include "engine/clock.h"
 #include "engine/log.h"
 #include "engine/runtime.h"
@@ -333,6 +334,7 @@ out:
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "help";
+    pylon_store_sqlite_global_init();
     if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "start") == 0)
         return run_server(PYLON_MODE_SERVE, argc, argv);
     if (strcmp(cmd, "dev") == 0) return run_server(PYLON_MODE_DEV, argc, argv);
