@@ -5,6 +5,7 @@
 #include "actors/reply.h"
 
 #include <stdio.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -694,6 +695,23 @@ static bool authorize(pylon_write_req *req, pylon_write_op *op, const json_t *ex
     return pylon_data_authorize_write(w->api->policies, &w->who.id, op, existing, err);
 }
 
+/* 201 {"id":"…"}: written directly when the id needs no escaping (always for server ids),
+ * since this answers every insert on the writer's thread. */
+static void reply_created(pylon_http_exchange *ex, const char *id)
+{
+    size_t n = strlen(id);
+    bool plain = n <= 200;
+    for (size_t i = 0; plain && i < n; i++)
+        plain = isalnum((unsigned char)id[i]) || strchr("-_.:", id[i]);
+    if (!plain) {
+        pylon_reply_json(ex, 201, json_pack("{s:s}", "id", id), NULL);
+        return;
+    }
+    char body[224];
+    snprintf(body, sizeof body, "{\"id\":\"%s\"}", id);
+    pylon_http_respond_json(ex, 201, body);
+}
+
 static void write_done(pylon_write_req *req)
 {
     write_ctx *w = req->ctx;
@@ -701,14 +719,14 @@ static void write_done(pylon_write_req *req)
     if (!op->ok) {
         respond_store_error(w->ex, &op->err);
     } else if (w->kind == W_INSERT) {
-        pylon_reply_json(w->ex, 201, json_pack("{s:s}", "id", op->id), NULL);
+        reply_created(w->ex, op->id);
     } else if (w->kind == W_LINK || w->kind == W_UNLINK) {
-        pylon_reply_json(w->ex, 200,
-                         json_pack("{s:b}", w->kind == W_LINK ? "linked" : "unlinked", 1), NULL);
+        pylon_http_respond_json(w->ex, 200,
+                                w->kind == W_LINK ? "{\"linked\":true}" : "{\"unlinked\":true}");
     } else if (w->kind == W_UPDATE) {
-        pylon_reply_json(w->ex, 200, json_pack("{s:b}", "updated", 1), NULL);
+        pylon_http_respond_json(w->ex, 200, "{\"updated\":true}");
     } else {
-        pylon_reply_json(w->ex, 200, json_pack("{s:b}", "deleted", 1), NULL);
+        pylon_http_respond_json(w->ex, 200, "{\"deleted\":true}");
     }
     free(w);
     pylon_write_req_free(req);

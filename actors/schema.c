@@ -27,7 +27,8 @@ static const char INTERNAL_DDL[] =
     "plan_json TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS _pylon_changes ("
     "seq INTEGER PRIMARY KEY, entity TEXT NOT NULL, row_id TEXT NOT NULL, "
-    "kind TEXT NOT NULL CHECK(kind IN ('insert','update','delete')), fields TEXT, data TEXT, "
+    "kind TEXT NOT NULL CHECK(kind = 'insert' OR kind = 'update' OR kind = 'delete'), fields TEXT, "
+    "data TEXT, "
     "ts INTEGER NOT NULL, op_id TEXT);"
     "CREATE TABLE IF NOT EXISTS _pylon_op_ids ("
     "op_id TEXT PRIMARY KEY NOT NULL, seq INTEGER, ts INTEGER);";

@@ -23,6 +23,7 @@
 
 #define MAX_HEADERS   100
 #define READ_BUF_SIZE 65536
+#define PIPELINE_MAX  (256 * 1024) /* unanswered pipelined bytes kept before reading pauses */
 #define LINGER_S      2
 
 struct req_state {
@@ -345,7 +346,13 @@ void pylon_conn_finish_exchange(pylon_conn *c, pylon_http_exchange *ex)
     }
     free(ex->res_headers);
     free(ex);
-    if (!keep) c->close_after_write = true;
+    if (!keep) { /* nothing more is read: the rest goes unparsed (reading ran on meanwhile) */
+        c->close_after_write = true;
+        if (c->reading) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = false;
+        }
+    }
     c->phase = PHASE_IDLE;
     c->deadline_ms = now_ms(io) + srv->opt.idle_timeout_s * 1000ull;
     if (!pylon_conn_write(c, bufs, nb) || !keep || c->closing) return;
@@ -854,6 +861,25 @@ static void refuse_request(pylon_conn *c, int status, const char *code, const ch
     pylon_http_respond_error(ex, status, code, msg, hint);
 }
 
+/* Bytes after the request being handled (pipelined or early): kept for after the answer. Past
+ * PIPELINE_MAX, reading stops until the answers catch up. False: out of memory, closed. */
+static bool keep_pipelined(pylon_conn *c, const uint8_t *data, size_t len)
+{
+    uint8_t *p = realloc(c->pending, c->pending_len + len);
+    if (!p) {
+        pylon_conn_close(c);
+        return false;
+    }
+    memcpy(p + c->pending_len, data, len);
+    c->pending = p;
+    c->pending_len += len;
+    if (c->pending_len >= PIPELINE_MAX && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    return true;
+}
+
 static void http_feed(pylon_conn *c, const uint8_t *data, size_t len)
 {
     req_state *rs = c->rs;
@@ -863,24 +889,18 @@ static void http_feed(pylon_conn *c, const uint8_t *data, size_t len)
         const uint8_t *pos = (const uint8_t *)llhttp_get_error_pos(&rs->parser);
         size_t used = pos ? (size_t)(pos - data) : len;
         if (used > len) used = len;
-        if (c->reading) {
-            uv_read_stop((uv_stream_t *)&c->tcp);
-            c->reading = false;
-        }
         if (err == HPE_PAUSED_UPGRADE) {
+            if (c->reading) {
+                uv_read_stop((uv_stream_t *)&c->tcp);
+                c->reading = false;
+            }
             dispatch(c, data + used, len - used);
             return;
         }
-        if (used < len) { /* pipelined bytes: keep them for after the answer */
-            uint8_t *p = realloc(c->pending, c->pending_len + len - used);
-            if (!p) {
-                pylon_conn_close(c);
-                return;
-            }
-            memcpy(p + c->pending_len, data + used, len - used);
-            c->pending = p;
-            c->pending_len += len - used;
-        }
+        /* Reading goes on while the request is handled (stopping and restarting it cost two
+         * epoll_ctl calls per request handed to an actor); bytes that arrive meanwhile are kept
+         * by keep_pipelined, which stops reading once they pass PIPELINE_MAX. */
+        if (used < len && !keep_pipelined(c, data + used, len - used)) return;
         dispatch(c, NULL, 0);
         return;
     }
@@ -905,7 +925,14 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     pylon_conn *c = s->data;
+    bool handling = c->ex && !c->ws; /* a request is being answered; the parser is paused */
     if (nread < 0) {
+        if (handling && nread == UV_EOF) {
+            /* A half-closed peer still gets its answer; the EOF is seen again afterwards. */
+            uv_read_stop(s);
+            c->reading = false;
+            return;
+        }
         pylon_conn_close(c);
         return;
     }
@@ -913,6 +940,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->last_recv_s = loop_now_s(c->io);
     if (c->ws) {
         pylon_ws_on_data(c, (const uint8_t *)buf->base, (size_t)nread);
+        return;
+    }
+    if (handling) {
+        keep_pipelined(c, (const uint8_t *)buf->base, (size_t)nread);
         return;
     }
     if (!c->rs && !(c->rs = req_state_new(c))) {

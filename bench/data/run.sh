@@ -45,12 +45,23 @@ port() { echo $((20000 + RANDOM % 30000)); }
 wait_http() { for _ in $(seq 200); do curl -sf "$1" >/dev/null && return 0; sleep 0.05; done; return 1; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; } # key=value from a result line
-load() { "$BIN/bench_data_load" --port "$P" --conns "$CONNS" --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" "$@"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+# load MODE...: one load run; appends cpu_us= (server CPU, all threads, per answered request).
+load() {
+  local t0 t1 out
+  t0=$(cpu_ticks)
+  out=$(load_raw "$@")
+  t1=$(cpu_ticks)
+  echo "$out" | awk -v d="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" '{
+    for (i = 1; i <= NF; i++) if ($i ~ /^ok=/) { split($i, a, "="); ok = a[2] }
+    printf "%s cpu_us=%.2f\n", $0, ok ? d / hz * 1e6 / ok : 0 }'
+}
+load_raw() { "$BIN/bench_data_load" --port "$P" --conns "$CONNS" --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" "$@"; }
 
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(uname -r)"
 echo "sqlite $(sqlite3 --version 2>/dev/null | cut -d' ' -f1 || echo '?'); $CONNS connections, $THREADS client thread(s), ${DURATION}s per figure (+${WARMUP}s warm-up), $ROUNDS round(s)"
 echo
-for f in insert get health ref1 ref100 r_gh r_ir; do : >"$TMP/$f"; done
+for f in insert get health ref1 ref100 r_gh r_ir c_insert c_get c_health c_ref1 c_ref100; do : >"$TMP/$f"; done
 for r in $(seq "$ROUNDS"); do
   D="$TMP/round$r"
   mkdir -p "$D"
@@ -68,6 +79,7 @@ for r in $(seq "$ROUNDS"); do
   "$BIN/bench_data_sqlite" --db "$D/ref100.db" --batch 100 --duration "$DURATION" | tee "$D/ref100.out" | sed "s/^/  round $r sqlite /"
   for f in insert get health; do field rps <"$D/$f.out" >>"$TMP/$f"; done
   for f in ref1 ref100; do field rps <"$D/$f.out" >>"$TMP/$f"; done
+  for f in insert get health ref1 ref100; do field cpu_us <"$D/$f.out" >>"$TMP/c_$f"; done
   # Ratios within the round (the two figures measured a few seconds apart): less exposed to
   # the VM's neighbours than a ratio of medians taken over different rounds.
   awk -v a="$(field rps <"$D/get.out")" -v b="$(field rps <"$D/health.out")" 'BEGIN {printf "%.3f\n", a/b}' >>"$TMP/r_gh"
@@ -86,4 +98,8 @@ awk -v ins="$INS" -v get="$GET" -v health="$HEALTH" -v r1="$REF1" -v r100="$REF1
   printf fmt, "durable inserts via HTTP", ins, "raw SQLite, 1 row/txn", r1, ins/r1, "(no target)", ""
   printf fmt, "gets by id via HTTP", get, "GET /health, same server", health, get/health, "(target 0.70x)", (get >= 0.7*health ? "PASS" : "FAIL")
 }'
+CI=$(median <"$TMP/c_insert"); CG=$(median <"$TMP/c_get"); CH=$(median <"$TMP/c_health")
+C1=$(median <"$TMP/c_ref1"); C100=$(median <"$TMP/c_ref100")
+echo "  CPU per operation (all server threads; less exposed to the VM's neighbours than rates):"
+echo "    insert ${CI} us (raw SQLite: ${C1} us at 1 row/txn, ${C100} us at 100 rows/txn); get ${CG} us; /health ${CH} us"
 echo "  median of per-round ratios: gets/health $(median <"$TMP/r_gh")x ($(tr '\n' ' ' <"$TMP/r_gh")), inserts/raw-100 $(median <"$TMP/r_ir")x ($(tr '\n' ' ' <"$TMP/r_ir"))"

@@ -50,6 +50,24 @@ describe('keep-alive and pipelining', { timeout: 30000 }, () => {
     assert.deepEqual(statuses, [404, 405, 200, 200]);
   });
 
+  it('requests arriving while an actor answers the first, then a half-close: all answered in order, then closed', async () => {
+    // The server keeps reading while a request is with an actor (it does not stop and restart
+    // reading per request); what arrives meanwhile waits its turn, and the peer's FIN
+    // (half-close) waits until the answers are out.
+    const c = await open();
+    await c.write(rawGet('/readyz'));
+    await c.write(rawGet('/health'));
+    await c.write(rawGet('/readyz'));
+    c.sock.end();
+    const got = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await c.readResponse();
+      got.push([r.status, r.json.status]);
+    }
+    assert.deepEqual(got, [[200, 'ready'], [200, 'ok'], [200, 'ready']]);
+    await c.waitFor(() => c.ended, 3000, 'the server to close after the half-close');
+  });
+
   it('many pipelined requests in one write', async () => {
     const c = await open();
     const n = 50;
