@@ -482,7 +482,13 @@ static void run_tick(pylon_shard *s)
     if (tick == 1) dt = 0;
     s->last_tick_ns = now;
     s->sim->tick(s->state, dt);
-    if (s->nsubs) send_snapshots(s, tick);
+    if (s->nsubs) {
+        send_snapshots(s, tick);
+    } else if (s->nheld) { /* nobody holds a base any more */
+        for (size_t i = 0; i < s->nheld; i++)
+            json_decref(s->held[i].json);
+        s->nheld = 0;
+    }
     if (s->sim->is_finished && s->sim->is_finished(s->state)) {
         stop_shard(s, STOP_FINISHED);
         return;
