@@ -9,7 +9,16 @@
 #include <string.h>
 #include <time.h>
 
-enum { MSG_WRITE = 1 };
+enum { MSG_WRITE = 1, MSG_SHARD_CKPT };
+
+/* A shard checkpoint to write (or, with drop, to delete): its own message kind, staged apart
+ * from the write requests and committed right after them in the same run. */
+typedef struct ckpt_msg {
+    pylon_msg msg;
+    bool drop;
+    pylon_shard_row row; /* its strings and state point into data */
+    char data[];
+} ckpt_msg;
 
 struct pylon_persistence {
     pylon_actor *actor;
@@ -17,6 +26,8 @@ struct pylon_persistence {
     pylon_store_conn *conn;
     pylon_write_req **staged; /* collected during one run, committed in on_batch_end */
     size_t nstaged, cap;
+    ckpt_msg **ckpts; /* staged shard checkpoints: the latest per shard id */
+    size_t nckpts, ckpts_cap;
     pylon_change *changes; /* this transaction's change-log entries, for the listener */
     size_t nchanges, changes_cap;
     _Atomic uint64_t txns, reqs;
@@ -275,9 +286,58 @@ static void commit_staged(pylon_persistence *p)
     p->nstaged = 0;
 }
 
+/* Shard checkpoints in one transaction of their own: they are never part of a write request's
+ * answer, and a failure here must not fail the requests. */
+static void commit_checkpoints(pylon_persistence *p)
+{
+    if (p->nckpts == 0) return;
+    const pylon_store_backend *b = p->o.backend;
+    pylon_store_error err = {0};
+    bool ok = b->begin(p->conn, &err);
+    for (size_t i = 0; ok && i < p->nckpts; i++) {
+        ckpt_msg *c = p->ckpts[i];
+        ok = c->drop ? b->shard_drop(p->conn, c->row.id, &err)
+                     : b->shard_put(p->conn, &c->row, &err);
+    }
+    if (ok)
+        ok = b->commit(p->conn, &err);
+    else if (err.code)
+        b->rollback(p->conn);
+    if (!ok) pylon_log_error("db", "shard checkpoints not written: %s", err.message);
+    for (size_t i = 0; i < p->nckpts; i++)
+        free(p->ckpts[i]);
+    p->nckpts = 0;
+}
+
+static void stage_checkpoint(pylon_persistence *p, ckpt_msg *c)
+{
+    for (size_t i = 0; i < p->nckpts; i++)
+        if (strcmp(p->ckpts[i]->row.id, c->row.id) == 0) { /* superseded */
+            free(p->ckpts[i]);
+            p->ckpts[i] = c;
+            return;
+        }
+    if (p->nckpts == p->ckpts_cap) {
+        size_t cap = p->ckpts_cap ? p->ckpts_cap * 2 : 16;
+        ckpt_msg **nc = realloc(p->ckpts, cap * sizeof *nc);
+        if (!nc) {
+            pylon_log_error("db", "shard %s: checkpoint dropped (out of memory)", c->row.id);
+            free(c);
+            return;
+        }
+        p->ckpts = nc;
+        p->ckpts_cap = cap;
+    }
+    p->ckpts[p->nckpts++] = c;
+}
+
 static void behaviour(pylon_actor *self, pylon_msg *m)
 {
     pylon_persistence *p = pylon_actor_state(self);
+    if (m->type == MSG_SHARD_CKPT) {
+        stage_checkpoint(p, (ckpt_msg *)m);
+        return;
+    }
     pylon_write_req *req = (pylon_write_req *)m;
     if (p->nstaged == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 64;
@@ -297,6 +357,7 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
 static void on_batch_end(pylon_actor *self)
 {
     commit_staged(pylon_actor_state(self));
+    commit_checkpoints(pylon_actor_state(self));
 }
 
 /* The shutdown flush: what is staged commits, the WAL is checkpointed (TRUNCATE) and the
@@ -305,6 +366,7 @@ static void on_stop(pylon_actor *self)
 {
     pylon_persistence *p = pylon_actor_state(self);
     commit_staged(p);
+    commit_checkpoints(p);
     p->o.backend->checkpoint(p->conn);
     p->o.backend->close(p->conn);
     p->conn = NULL;
@@ -409,6 +471,40 @@ void pylon_persistence_stop(pylon_persistence *p)
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);
     free(p->staged);
+    free(p->ckpts);
     free(p->changes);
     free(p);
+}
+
+/* One allocation holding the row and copies of everything it points to. */
+static void send_checkpoint(pylon_persistence *p, const pylon_shard_row *row, bool drop)
+{
+    size_t il = strlen(row->id) + 1, kl = row->kind ? strlen(row->kind) + 1 : 1;
+    size_t cl = row->config ? strlen(row->config) + 1 : 1;
+    size_t ol = row->options ? strlen(row->options) + 1 : 1;
+    ckpt_msg *c = malloc(sizeof *c + il + kl + cl + ol + row->len);
+    if (!c) {
+        pylon_log_error("db", "shard %s: checkpoint dropped (out of memory)", row->id);
+        return;
+    }
+    char *d = c->data;
+    c->drop = drop;
+    c->row = *row;
+    c->row.id = memcpy(d, row->id, il);
+    c->row.kind = memcpy(d += il, row->kind ? row->kind : "", kl);
+    c->row.config = memcpy(d += kl, row->config ? row->config : "", cl);
+    c->row.options = memcpy(d += cl, row->options ? row->options : "", ol);
+    c->row.state = row->len ? memcpy(d += ol, row->state, row->len) : NULL;
+    pylon_msg_init(&c->msg, MSG_SHARD_CKPT, NULL); /* undelivered after the stop: just freed */
+    pylon_actor_send(p->actor, &c->msg);
+}
+
+void pylon_persistence_shard_save(pylon_persistence *p, const pylon_shard_row *row)
+{
+    send_checkpoint(p, row, false);
+}
+
+void pylon_persistence_shard_drop(pylon_persistence *p, const char *id)
+{
+    send_checkpoint(p, &(pylon_shard_row){.id = id}, true);
 }

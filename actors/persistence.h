@@ -84,6 +84,12 @@ double pylon_persistence_mean_batch(const pylon_persistence *p);
  * actor. Blocks until done. */
 void pylon_persistence_stop(pylon_persistence *p);
 
+/* Any thread: shard checkpoints (shards/shard.h), one row per shard id. The row is copied;
+ * what is queued for the same id before the next commit is superseded by the newer one. A
+ * failure is logged, never answered: the next checkpoint tries again. */
+void pylon_persistence_shard_save(pylon_persistence *p, const pylon_shard_row *row);
+void pylon_persistence_shard_drop(pylon_persistence *p, const char *id);
+
 pylon_write_req *pylon_write_req_new(size_t nops);
 void pylon_write_req_free(pylon_write_req *req);
 

@@ -50,6 +50,17 @@ typedef struct pylon_change {
     const char *op_id; /* sync push op id, or NULL */
 } pylon_change;
 
+/* One shard checkpoint (shards/shard.h): the row of _pylon_shards. */
+typedef struct pylon_shard_row {
+    const char *id, *kind;
+    const char *config;  /* the simulation's config (JSON object) */
+    const char *options; /* the shard's own settings (tick_rate_hz, …) as JSON */
+    uint64_t tick;
+    const void *state; /* the simulation's save() bytes */
+    size_t len;
+    int64_t saved_ms; /* wall clock */
+} pylon_shard_row;
+
 typedef struct pylon_store_backend {
     const char *name;
     /* `writer` connections apply the schema and may write; readers are read-only. The target
@@ -105,6 +116,13 @@ typedef struct pylon_store_backend {
 
     /* Empties every entity table and the change log (the dev-only test reset). */
     bool (*reset)(pylon_store_conn *c, pylon_store_error *err);
+
+    /* Shard checkpoints, one row per shard id (writer: put replaces, drop deletes). shard_rows
+     * calls `each` for every stored row, in id order; the row is valid during the call. */
+    bool (*shard_put)(pylon_store_conn *c, const pylon_shard_row *row, pylon_store_error *err);
+    bool (*shard_drop)(pylon_store_conn *c, const char *id, pylon_store_error *err);
+    bool (*shard_rows)(pylon_store_conn *c, void (*each)(void *ctx, const pylon_shard_row *row),
+                       void *ctx, pylon_store_error *err);
 
     /* Liveness (SELECT 1) and the shutdown flush. */
     bool (*ping)(pylon_store_conn *c, pylon_store_error *err);

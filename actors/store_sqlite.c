@@ -502,7 +502,10 @@ static pylon_store_conn *sq_open(const char *target, bool writer, const pylon_ma
         if (!exec(c,
                   "CREATE TABLE IF NOT EXISTS _pylon_meta (key TEXT PRIMARY KEY, value INTEGER);"
                   "CREATE INDEX IF NOT EXISTS _pylon_changes_row ON _pylon_changes (entity, "
-                  "row_id, seq);",
+                  "row_id, seq);"
+                  "CREATE TABLE IF NOT EXISTS _pylon_shards (id TEXT PRIMARY KEY, kind TEXT NOT "
+                  "NULL, config TEXT NOT NULL, options TEXT NOT NULL, tick INTEGER NOT NULL, "
+                  "state BLOB NOT NULL, saved_at INTEGER NOT NULL);",
                   err)) {
             sq_close(c);
             return NULL;
@@ -1151,6 +1154,61 @@ static bool sq_ping(pylon_store_conn *c, pylon_store_error *err)
     return rc == SQLITE_ROW || step_error(c, rc, "QUERY_FAILED", err);
 }
 
+static bool sq_shard_put(pylon_store_conn *c, const pylon_shard_row *row, pylon_store_error *err)
+{
+    sqlite3_stmt *st = prepare(c,
+                               "INSERT OR REPLACE INTO _pylon_shards (id, kind, config, options, "
+                               "tick, state, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               err);
+    if (!st) return false;
+    sqlite3_bind_text(st, 1, row->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, row->kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, row->config ? row->config : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, row->options ? row->options : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)row->tick);
+    sqlite3_bind_blob64(st, 6, row->len ? row->state : "", row->len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 7, row->saved_ms);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE || step_error(c, rc, "INSERT_FAILED", err);
+}
+
+static bool sq_shard_drop(pylon_store_conn *c, const char *id, pylon_store_error *err)
+{
+    sqlite3_stmt *st = prepare(c, "DELETE FROM _pylon_shards WHERE id = ?", err);
+    if (!st) return false;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE || step_error(c, rc, "DELETE_FAILED", err);
+}
+
+static bool sq_shard_rows(pylon_store_conn *c, void (*each)(void *ctx, const pylon_shard_row *row),
+                          void *ctx, pylon_store_error *err)
+{
+    sqlite3_stmt *st = prepare(
+        c, "SELECT id, kind, config, options, tick, state, saved_at FROM _pylon_shards ORDER BY id",
+        err);
+    if (!st) return false;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        pylon_shard_row row = {.id = (const char *)sqlite3_column_text(st, 0),
+                               .kind = (const char *)sqlite3_column_text(st, 1),
+                               .config = (const char *)sqlite3_column_text(st, 2),
+                               .options = (const char *)sqlite3_column_text(st, 3),
+                               .tick = (uint64_t)sqlite3_column_int64(st, 4),
+                               .state = sqlite3_column_blob(st, 5),
+                               .len = (size_t)sqlite3_column_bytes(st, 5),
+                               .saved_ms = sqlite3_column_int64(st, 6)};
+        if (!row.id || !row.kind) continue; /* NOT NULL columns: only a damaged file */
+        each(ctx, &row);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || step_error(c, rc, "QUERY_FAILED", err);
+}
+
 static void sq_checkpoint(pylon_store_conn *c)
 {
     sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
@@ -1179,6 +1237,9 @@ const pylon_store_backend pylon_store_sqlite = {
     .changes_since = sq_changes_since,
     .head_seq = sq_head_seq,
     .reset = sq_reset,
+    .shard_put = sq_shard_put,
+    .shard_drop = sq_shard_drop,
+    .shard_rows = sq_shard_rows,
     .ping = sq_ping,
     .checkpoint = sq_checkpoint,
 };

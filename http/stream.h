@@ -37,7 +37,8 @@ typedef struct pylon_stream_open {
     pylon_stream_kind kind;
     const pylon_http_request *req; /* the opening request; valid during on_open only */
     const char *bearer;   /* token from Authorization: Bearer or the bearer.<t> subprotocol */
-    const char *protocol; /* the subprotocol echoed to the client, or NULL */
+    const char *protocol; /* the subprotocol echoed to the client (an endpoint subprotocol if
+                             one was offered, else the bearer.<token> entry), or NULL */
     const char *shard_id; /* shard WS: from ?shard= or /shard/<id> */
     void *ctx;            /* the handlers' ctx */
 } pylon_stream_open;
@@ -62,6 +63,10 @@ typedef struct pylon_stream_handlers {
     void (*on_close)(void *user, pylon_stream *s);
     pylon_backlog_policy backlog_policy;
     void *ctx; /* handed to on_open (e.g. the auth service that resolves the token) */
+    /* WebSocket subprotocols the endpoint speaks besides bearer.<token> (NULL-terminated, or
+     * NULL). The first one the client offers is echoed (and is pylon_stream_open.protocol);
+     * the token of a bearer.<token> offered alongside it is still used. */
+    const char *const *subprotocols;
 } pylon_stream_handlers;
 
 void pylon_stream_retain(pylon_stream *s);

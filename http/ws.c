@@ -659,8 +659,12 @@ void pylon_stream_begin(pylon_conn *c, pylon_http_exchange *ex, pylon_stream_kin
                                      "Missing or malformed Sec-WebSocket-Key", NULL);
             return;
         }
-        /* bearer.<pct-token>: the first entry that decodes strictly is echoed exactly. */
+        /* bearer.<pct-token>: the first entry that decodes strictly is echoed exactly, unless
+         * the client also offers one of the endpoint's own subprotocols (e.g. pylon.msgpack):
+         * then that one is echoed (the first offered) and the token is still taken. */
         const char *protos = pylon_http_header_get(req, "sec-websocket-protocol");
+        const pylon_stream_handlers *hp = srv->opt.streams[kind];
+        bool own = false, have_bearer = false;
         for (const char *p = protos; p && *p;) {
             while (*p == ' ' || *p == ',')
                 p++;
@@ -672,11 +676,17 @@ void pylon_stream_begin(pylon_conn *c, pylon_http_exchange *ex, pylon_stream_kin
                 t--;
             size_t len = (size_t)(t - p);
             char decoded[512];
-            if (len > 7 && strncmp(p, "bearer.", 7) == 0 && len < sizeof proto_echo &&
+            for (const char *const *sp = hp ? hp->subprotocols : NULL; !own && sp && *sp; sp++)
+                if (strlen(*sp) == len && strncmp(p, *sp, len) == 0) {
+                    snprintf(proto_echo, sizeof proto_echo, "%s", *sp);
+                    own = true;
+                }
+            if (!have_bearer && len > 7 && strncmp(p, "bearer.", 7) == 0 &&
+                len < sizeof proto_echo &&
                 pct_decode(p + 7, len - 7, decoded, sizeof decoded, true)) {
-                snprintf(proto_echo, sizeof proto_echo, "%.*s", (int)len, p);
+                if (!own) snprintf(proto_echo, sizeof proto_echo, "%.*s", (int)len, p);
                 if (!token[0]) snprintf(token, sizeof token, "%s", decoded);
-                break;
+                have_bearer = true;
             }
             p = e;
         }

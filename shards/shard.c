@@ -4,6 +4,7 @@
 #include "engine/clock.h"
 #include "engine/log.h"
 #include "engine/timer.h"
+#include "shards/codec.h"
 #include "shards/replay.h"
 
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <xxhash.h>
 
 #define MAX_KINDS   32
@@ -21,7 +23,10 @@
 const pylon_sim_vtable *pylon_sim_arena(void);
 const pylon_sim_vtable *pylon_sim_turns(void);
 
-enum { MSG_TICK = 1, MSG_INPUT, MSG_SUBSCRIBE, MSG_UNSUBSCRIBE };
+enum { MSG_TICK = 1, MSG_INPUT, MSG_SUBSCRIBE, MSG_UNSUBSCRIBE, MSG_CHECKPOINT };
+
+/* Why a shard stops: what happens to its checkpoint. */
+typedef enum { STOP_FINISHED, STOP_IDLE, STOP_REMOVED, STOP_SHUTDOWN } stop_why;
 
 typedef struct input_msg {
     pylon_msg msg;
@@ -34,14 +39,26 @@ typedef struct input_msg {
 typedef struct sub_msg {
     pylon_msg msg;
     pylon_stream *stream;
+    pylon_shard_format fmt;
     char sid[64];
 } sub_msg;
 
 typedef struct subscriber {
     pylon_stream *stream;
     bool sse; /* GET /api/shards/<id>/connect: "id: <tick>\ndata: <json>\n\n" */
+    pylon_shard_format fmt;
+    /* pylon.delta: the client holds the snapshot hashed last_hash, from the frame of
+     * last_tick; synced is false until a full frame went out (after attach, after a skip). */
+    bool synced;
+    uint64_t last_hash, last_tick, seen_skips;
     char sid[64];
 } subscriber;
+
+/* A snapshot delta subscribers hold after a tick: the base of the next tick's deltas. */
+typedef struct held_snap {
+    uint64_t hash;
+    json_t *json;
+} held_snap;
 
 const double pylon_shard_tick_bounds[PYLON_SHARD_TICK_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 1e300};
@@ -71,10 +88,17 @@ struct pylon_shard {
     tick_stats *stats;  /* the registry's */
     FILE *rec;          /* replay recording (replay.h); stdio-buffered, so ticks rarely block */
     char rec_path[512];
+    held_snap *held; /* pylon.delta bases, from the last tick with subscribers */
+    size_t nheld;
+    pylon_shards *reg;
+    char *config_json;       /* as given at creation, for checkpoints */
+    pylon_timer *ckpt_timer; /* every cfg.checkpoint_secs; NULL when not checkpointed */
+    uint64_t ckpt_tick;      /* the tick of the last checkpoint written */
+    bool ckpt_on;            /* set before the actor starts: this shard is checkpointed */
     /* any thread */
     _Atomic uint64_t tick, server_seq, inputs_dropped, frames_skipped, stream_skips;
     _Atomic uint32_t nsubs_atomic, queued;
-    atomic_bool running;
+    atomic_bool running, removed;
 };
 
 struct pylon_shards {
@@ -85,6 +109,12 @@ struct pylon_shards {
     size_t n, cap;
     const pylon_sim_vtable *kinds[MAX_KINDS];
     size_t nkinds;
+    pylon_shard_checkpoints ckpt;
+    /* Shard actors whose on_stop has not run yet: pylon_shards_free waits for them, so every
+     * final checkpoint is queued before the persistence actor is stopped. */
+    pthread_mutex_t live_lock;
+    pthread_cond_t live_cond;
+    size_t live;
 };
 
 /* ---- references -------------------------------------------------------------------------- */
@@ -94,6 +124,10 @@ static void shard_free(pylon_shard *s)
     /* The actor goes with the last reference to the shard, not before: subscribers and
      * in-flight requests still send to it (a stopped actor just drops what it gets). */
     if (s->actor) pylon_actor_release(s->actor);
+    for (size_t i = 0; i < s->nheld; i++)
+        json_decref(s->held[i].json);
+    free(s->held);
+    free(s->config_json);
     free(s->snap.data);
     free(s->inputs);
     free(s->subs);
@@ -112,15 +146,143 @@ static void shard_retain(pylon_shard *s)
 
 /* ---- the tick ---------------------------------------------------------------------------- */
 
-/* Sends one frame per distinct snapshot: subscribers whose bytes hash alike share it. */
+/* One distinct snapshot of this tick and its encodings, each made on first need. */
+typedef struct made {
+    uint64_t hash;
+    pylon_buf *frame, *sse, *mp, *full; /* JSON, SSE, msgpack, pylon.delta full frame */
+    json_t *json;                       /* parsed, for msgpack and deltas */
+    bool held;                          /* a delta subscriber holds it after this tick */
+} made;
+
+/* One delta frame of this tick, shared by the subscribers that hold the same base. */
+typedef struct delta_made {
+    uint64_t from, base_tick, to;
+    bool same; /* the bytes differ but the JSON does not: nothing to send */
+    pylon_buf *frame;
+} delta_made;
+
+static void put_tick(uint8_t *p, uint64_t tick)
+{
+    for (int b = 0; b < 8; b++)
+        p[b] = (uint8_t)(tick >> (56 - 8 * b));
+}
+
+/* [u64 BE tick][bytes] as one binary WebSocket frame. */
+static pylon_buf *tick_frame(uint64_t tick, const void *bytes, size_t len)
+{
+    uint8_t *payload = malloc(8 + len);
+    if (!payload) return NULL;
+    put_tick(payload, tick);
+    if (len) memcpy(payload + 8, bytes, len);
+    pylon_buf *f = pylon_ws_frame(2, payload, 8 + len);
+    free(payload);
+    return f;
+}
+
+/* A text frame "<head><body><tail>" (the pylon.delta envelopes around compact JSON). */
+static pylon_buf *text_frame(const char *head, const char *body, size_t len, const char *tail)
+{
+    size_t hl = strlen(head), tl = strlen(tail);
+    char *t = malloc(hl + len + tl);
+    if (!t) return NULL;
+    memcpy(t, head, hl);
+    if (len) memcpy(t + hl, body, len);
+    memcpy(t + hl + len, tail, tl);
+    pylon_buf *f = pylon_ws_frame(1, t, hl + len + tl);
+    free(t);
+    return f;
+}
+
+static const json_t *parsed(pylon_shard *s, made *mk)
+{
+    if (!mk->json && s->snap.len)
+        mk->json = json_loadb(s->snap.data, s->snap.len, JSON_DECODE_ANY, NULL);
+    return mk->json;
+}
+
+static const json_t *held_json(pylon_shard *s, uint64_t hash)
+{
+    for (size_t i = 0; i < s->nheld; i++)
+        if (s->held[i].hash == hash) return s->held[i].json;
+    return NULL;
+}
+
+/* The pylon.delta frame for `sub`, or NULL with *nothing set when its snapshot did not
+ * change. A subscriber that is not in sync (new, or its stream skipped a frame since the last
+ * tick) gets the full snapshot; so does one whose base is no longer held or not an object. */
+static pylon_buf *delta_for(pylon_shard *s, subscriber *sub, made *mk, uint64_t tick,
+                            delta_made **deltas, size_t *ndeltas, size_t *dcap, bool *nothing)
+{
+    uint64_t skips = pylon_stream_skipped(sub->stream);
+    bool full = !sub->synced || skips != sub->seen_skips;
+    sub->seen_skips = skips;
+    *nothing = false;
+    if (!parsed(s, mk)) return NULL;
+    mk->held = true;
+    if (!full && mk->hash == sub->last_hash) {
+        *nothing = true; /* unchanged: no frame at all */
+        return NULL;
+    }
+    const json_t *base = full ? NULL : held_json(s, sub->last_hash);
+    if (base) {
+        delta_made *dm = NULL;
+        for (size_t k = 0; k < *ndeltas; k++)
+            if ((*deltas)[k].from == sub->last_hash && (*deltas)[k].base_tick == sub->last_tick &&
+                (*deltas)[k].to == mk->hash)
+                dm = &(*deltas)[k];
+        if (!dm) {
+            json_t *d = NULL;
+            pylon_diff_result r = pylon_json_diff(base, mk->json, &d);
+            if (r == PYLON_DIFF_WHOLE) goto whole;
+            if (*ndeltas == *dcap) {
+                size_t cap = *dcap ? *dcap * 2 : 8;
+                delta_made *nd = realloc(*deltas, cap * sizeof *nd);
+                if (!nd) {
+                    json_decref(d);
+                    goto whole;
+                }
+                *deltas = nd;
+                *dcap = cap;
+            }
+            dm = &(*deltas)[(*ndeltas)++];
+            *dm = (delta_made){.from = sub->last_hash, .base_tick = sub->last_tick, .to = mk->hash};
+            if (r == PYLON_DIFF_SAME) {
+                dm->same = true;
+            } else {
+                char *text = json_dumps(d, JSON_COMPACT);
+                char head[64];
+                snprintf(head, sizeof head,
+                         "{\"tick\":%llu,\"base\":%llu,\"delta\":", (unsigned long long)tick,
+                         (unsigned long long)sub->last_tick);
+                dm->frame = text ? text_frame(head, text, strlen(text), "}") : NULL;
+                free(text);
+            }
+            json_decref(d);
+        }
+        if (dm->same) {
+            sub->last_hash = mk->hash; /* the client's state already equals this snapshot */
+            *nothing = true;
+            return NULL;
+        }
+        return dm->frame;
+    }
+whole:
+    if (!mk->full) {
+        char head[48];
+        snprintf(head, sizeof head, "{\"tick\":%llu,\"snapshot\":", (unsigned long long)tick);
+        mk->full = text_frame(head, s->snap.data, s->snap.len, "}");
+    }
+    return mk->full;
+}
+
+/* Sends one frame per distinct snapshot and encoding: subscribers whose bytes hash alike share
+ * it. pylon.delta subscribers share one delta per (base, snapshot) pair. */
 static void send_snapshots(pylon_shard *s, uint64_t tick)
 {
-    typedef struct made {
-        uint64_t hash;
-        pylon_buf *frame, *sse; /* each made on first need */
-    } made;
     made local[16], *seen = local;
     size_t nseen = 0, cap = 16;
+    delta_made *deltas = NULL;
+    size_t ndeltas = 0, dcap = 0;
     for (size_t i = 0; i < s->nsubs; i++) {
         subscriber *sub = &s->subs[i];
         s->snap.len = 0;
@@ -141,27 +303,44 @@ static void send_snapshots(pylon_shard *s, uint64_t tick)
             mk = &seen[nseen++];
             *mk = (made){.hash = h};
         }
-        if (sub->sse && !mk->sse) {
-            char idl[40];
-            int il = snprintf(idl, sizeof idl, "id: %llu\ndata: ", (unsigned long long)tick);
-            mk->sse = pylon_buf_new((size_t)il + s->snap.len + 2);
-            if (mk->sse) {
-                memcpy(mk->sse->data, idl, (size_t)il);
-                if (s->snap.len) memcpy(mk->sse->data + il, s->snap.data, s->snap.len);
-                memcpy(mk->sse->data + il + s->snap.len, "\n\n", 2);
+        pylon_buf *frame = NULL;
+        if (sub->sse) {
+            if (!mk->sse) {
+                char idl[40];
+                int il = snprintf(idl, sizeof idl, "id: %llu\ndata: ", (unsigned long long)tick);
+                mk->sse = pylon_buf_new((size_t)il + s->snap.len + 2);
+                if (mk->sse) {
+                    memcpy(mk->sse->data, idl, (size_t)il);
+                    if (s->snap.len) memcpy(mk->sse->data + il, s->snap.data, s->snap.len);
+                    memcpy(mk->sse->data + il + s->snap.len, "\n\n", 2);
+                }
             }
-        } else if (!sub->sse && !mk->frame) {
-            size_t n = 8 + s->snap.len;
-            uint8_t *payload = malloc(n);
-            if (payload) {
-                for (int b = 0; b < 8; b++)
-                    payload[b] = (uint8_t)(tick >> (56 - 8 * b));
-                if (s->snap.len) memcpy(payload + 8, s->snap.data, s->snap.len);
-                mk->frame = pylon_ws_frame(2, payload, n);
-                free(payload);
+            frame = mk->sse;
+        } else if (sub->fmt == PYLON_SHARD_FMT_MSGPACK) {
+            char *mp;
+            size_t mpl;
+            if (!mk->mp && parsed(s, mk) && pylon_json_to_msgpack(mk->json, &mp, &mpl)) {
+                mk->mp = tick_frame(tick, mp, mpl);
+                free(mp);
             }
+            frame = mk->mp;
+        } else if (sub->fmt == PYLON_SHARD_FMT_DELTA) {
+            bool nothing;
+            frame = delta_for(s, sub, mk, tick, &deltas, &ndeltas, &dcap, &nothing);
+            if (nothing) continue;
+            bool sent = frame && pylon_stream_send(sub->stream, frame);
+            sub->synced = sent;
+            if (sent) {
+                sub->last_hash = h;
+                sub->last_tick = tick;
+            } else {
+                atomic_fetch_add_explicit(&s->frames_skipped, 1, memory_order_relaxed);
+            }
+            continue;
+        } else {
+            if (!mk->frame) mk->frame = tick_frame(tick, s->snap.data, s->snap.len);
+            frame = mk->frame;
         }
-        pylon_buf *frame = sub->sse ? mk->sse : mk->frame;
         if (!frame || !pylon_stream_send(sub->stream, frame))
             atomic_fetch_add_explicit(&s->frames_skipped, 1, memory_order_relaxed);
     }
@@ -169,14 +348,91 @@ static void send_snapshots(pylon_shard *s, uint64_t tick)
     for (size_t i = 0; i < s->nsubs; i++)
         skipped += pylon_stream_skipped(s->subs[i].stream);
     atomic_store_explicit(&s->stream_skips, skipped, memory_order_relaxed);
+    /* What delta subscribers hold now becomes the base of the next tick's deltas. */
+    for (size_t i = 0; i < s->nheld; i++)
+        json_decref(s->held[i].json);
+    s->nheld = 0;
+    size_t nkeep = 0;
+    for (size_t k = 0; k < nseen; k++)
+        nkeep += seen[k].held && seen[k].json;
+    if (nkeep) {
+        held_snap *nh = realloc(s->held, nkeep * sizeof *nh);
+        if (nh)
+            s->held = nh;
+        else
+            nkeep = 0; /* no bases: the next frames are full ones */
+    }
     for (size_t k = 0; k < nseen; k++) {
         if (seen[k].frame) pylon_buf_release(seen[k].frame);
         if (seen[k].sse) pylon_buf_release(seen[k].sse);
+        if (seen[k].mp) pylon_buf_release(seen[k].mp);
+        if (seen[k].full) pylon_buf_release(seen[k].full);
+        if (seen[k].held && seen[k].json && s->held && s->nheld < nkeep)
+            s->held[s->nheld++] = (held_snap){seen[k].hash, seen[k].json};
+        else
+            json_decref(seen[k].json);
     }
+    for (size_t k = 0; k < ndeltas; k++)
+        if (deltas[k].frame) pylon_buf_release(deltas[k].frame);
+    free(deltas);
     if (seen != local) free(seen);
 }
 
-static void stop_shard(pylon_shard *s);
+static void stop_shard(pylon_shard *s, stop_why why);
+
+/* ---- checkpoints ------------------------------------------------------------------------- */
+
+static bool checkpointed(const pylon_shard *s)
+{
+    return s->ckpt_on;
+}
+
+static char *options_json(const pylon_shard_config *c)
+{
+    json_t *j = json_pack("{s:i,s:i,s:i,s:i,s:i}", "tick_rate_hz", (int)c->tick_rate_hz,
+                          "max_subscribers", (int)c->max_subscribers, "idle_ticks_before_shutdown",
+                          (int)c->idle_ticks_before_shutdown, "max_input_queue",
+                          (int)c->max_input_queue, "checkpoint_secs", (int)c->checkpoint_secs);
+    char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return t;
+}
+
+/* Actor only: hands the state to the sink (the persistence actor), which copies it. */
+static void checkpoint_save(pylon_shard *s)
+{
+    pylon_shards *r = s->reg;
+    uint64_t tick = atomic_load(&s->tick);
+    if (!checkpointed(s) || !s->state || tick == s->ckpt_tick) return;
+    pylon_sim_out out = {0};
+    char *opts = options_json(&s->cfg);
+    if (opts && s->sim->save(s->state, &out)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        pylon_shard_row row = {.id = s->id,
+                               .kind = s->sim->kind,
+                               .config = s->config_json,
+                               .options = opts,
+                               .tick = tick,
+                               .state = out.data ? out.data : "",
+                               .len = out.len,
+                               .saved_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000};
+        r->ckpt.save(r->ckpt.ctx, &row);
+        s->ckpt_tick = tick;
+    } else {
+        pylon_log_warn("shard", "shard %s: no checkpoint at tick %llu (save failed)", s->id,
+                       (unsigned long long)tick);
+    }
+    free(opts);
+    free(out.data);
+}
+
+/* Actor only: a shard that is gone for good takes its checkpoint with it. Sent from the actor,
+ * after any save it queued, so the delete always lands last. */
+static void checkpoint_drop(pylon_shard *s)
+{
+    if (s->reg && s->reg->ckpt.drop) s->reg->ckpt.drop(s->reg->ckpt.ctx, s->id);
+}
 
 static void bucket(_Atomic uint64_t *b, double secs)
 {
@@ -226,19 +482,35 @@ static void run_tick(pylon_shard *s)
     if (tick == 1) dt = 0;
     s->last_tick_ns = now;
     s->sim->tick(s->state, dt);
-    if (s->nsubs) send_snapshots(s, tick);
+    if (s->nsubs) {
+        send_snapshots(s, tick);
+    } else if (s->nheld) { /* nobody holds a base any more */
+        for (size_t i = 0; i < s->nheld; i++)
+            json_decref(s->held[i].json);
+        s->nheld = 0;
+    }
     if (s->sim->is_finished && s->sim->is_finished(s->state)) {
-        stop_shard(s);
+        stop_shard(s, STOP_FINISHED);
         return;
     }
     s->idle_ticks = had_inputs || s->nsubs ? 0 : s->idle_ticks + 1;
     if (s->cfg.idle_ticks_before_shutdown && s->idle_ticks >= s->cfg.idle_ticks_before_shutdown)
-        stop_shard(s);
+        stop_shard(s, STOP_IDLE);
 }
 
-static void stop_shard(pylon_shard *s)
+/* Finished, idle and removed shards are gone for good (a restart does not bring them back);
+ * at shutdown the state is saved one last time and comes back with the next start. */
+static void stop_shard(pylon_shard *s, stop_why why)
 {
     if (!atomic_exchange(&s->running, false)) return;
+    if (why == STOP_SHUTDOWN)
+        checkpoint_save(s);
+    else
+        checkpoint_drop(s);
+    if (s->ckpt_timer) {
+        pylon_timer_cancel(s->ckpt_timer);
+        s->ckpt_timer = NULL;
+    }
     if (s->rec) { /* the end line carries the final state's hash for `pylon replay` */
         fprintf(s->rec, "{\"end\":%llu,\"hash\":\"%016llx\"}\n",
                 (unsigned long long)atomic_load(&s->tick),
@@ -267,6 +539,9 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
         record_tick(s->stats, pylon_clock_now_ns() - start, late);
         return;
     }
+    case MSG_CHECKPOINT: /* borrowed, like MSG_TICK */
+        if (atomic_load(&s->running)) checkpoint_save(s);
+        return;
     case MSG_INPUT: {
         input_msg *in = (input_msg *)m;
         if (!atomic_load(&s->running)) {
@@ -306,6 +581,10 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
         subscriber *sub = &s->subs[s->nsubs++];
         sub->stream = sm->stream; /* the reference taken at subscribe */
         sub->sse = pylon_stream_kind_of(sm->stream) == PYLON_STREAM_SHARD_SSE;
+        sub->fmt = sm->fmt;
+        sub->synced = false; /* a delta subscriber's first frame is a full one */
+        sub->last_hash = sub->last_tick = 0;
+        sub->seen_skips = pylon_stream_skipped(sm->stream);
         snprintf(sub->sid, sizeof sub->sid, "%s", sm->sid);
         break;
     }
@@ -331,10 +610,19 @@ static void on_batch_end(pylon_actor *self)
     if (s->cfg.tick_rate_hz == 0 && s->ninputs && atomic_load(&s->running)) run_tick(s);
 }
 
+static void shards_actor_gone(pylon_shards *r)
+{
+    pthread_mutex_lock(&r->live_lock);
+    r->live--;
+    pthread_cond_broadcast(&r->live_cond);
+    pthread_mutex_unlock(&r->live_lock);
+}
+
 static void on_stop(pylon_actor *self)
 {
     pylon_shard *s = pylon_actor_state(self);
-    stop_shard(s);
+    pylon_shards *r = s->reg;
+    stop_shard(s, atomic_load(&s->removed) ? STOP_REMOVED : STOP_SHUTDOWN);
     for (size_t i = 0; i < s->ninputs; i++)
         free(s->inputs[i]);
     s->ninputs = 0;
@@ -344,6 +632,7 @@ static void on_stop(pylon_actor *self)
     if (s->state) s->sim->destroy(s->state);
     s->state = NULL;
     pylon_shard_release(s); /* the actor's reference */
+    shards_actor_gone(r);   /* last: the registry may be freed right after */
 }
 
 static const pylon_actor_def SHARD_DEF = {
@@ -377,7 +666,8 @@ pylon_shard_result pylon_shard_input(pylon_shard *s, const char *sid, const char
     return PYLON_SHARD_OK;
 }
 
-pylon_shard_result pylon_shard_subscribe(pylon_shard *s, pylon_stream *st, const char *sid)
+pylon_shard_result pylon_shard_subscribe(pylon_shard *s, pylon_stream *st, const char *sid,
+                                         pylon_shard_format fmt)
 {
     if (!atomic_load(&s->running)) return PYLON_SHARD_STOPPED;
     uint32_t n = atomic_fetch_add(&s->nsubs_atomic, 1);
@@ -393,6 +683,7 @@ pylon_shard_result pylon_shard_subscribe(pylon_shard *s, pylon_stream *st, const
     pylon_msg_init(&m->msg, MSG_SUBSCRIBE, NULL);
     pylon_stream_retain(st);
     m->stream = st;
+    m->fmt = fmt;
     snprintf(m->sid, sizeof m->sid, "%s", sid);
     pylon_actor_send(s->actor, &m->msg);
     return PYLON_SHARD_OK;
@@ -429,6 +720,8 @@ pylon_shards *pylon_shards_new(pylon_runtime *rt)
     if (!r) return NULL;
     r->rt = rt;
     pthread_rwlock_init(&r->lock, NULL);
+    pthread_mutex_init(&r->live_lock, NULL);
+    pthread_cond_init(&r->live_cond, NULL);
     pylon_shards_add_kind(r, pylon_sim_arena());
     pylon_shards_add_kind(r, pylon_sim_turns());
     return r;
@@ -458,28 +751,70 @@ static pylon_shard *find_locked(pylon_shards *r, const char *id, size_t *at)
     return NULL;
 }
 
-int pylon_shards_create(pylon_shards *r, const char *id, const char *kind, const char *config_json,
-                        const pylon_shard_config *cfg, char *err, size_t errlen)
+static bool options_parse(const char *text, pylon_shard_config *cfg)
+{
+    json_t *j = json_loads(text ? text : "{}", 0, NULL);
+    bool ok = json_is_object(j);
+    struct {
+        const char *key;
+        uint32_t *to;
+    } f[] = {{"tick_rate_hz", &cfg->tick_rate_hz},
+             {"max_subscribers", &cfg->max_subscribers},
+             {"idle_ticks_before_shutdown", &cfg->idle_ticks_before_shutdown},
+             {"max_input_queue", &cfg->max_input_queue}};
+    for (size_t i = 0; ok && i < sizeof f / sizeof f[0]; i++) {
+        json_t *v = json_object_get(j, f[i].key);
+        if (!v) continue;
+        ok = json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= 1000000;
+        if (ok) *f[i].to = (uint32_t)json_integer_value(v);
+    }
+    json_t *cs = json_object_get(j, "checkpoint_secs");
+    if (ok && json_is_integer(cs)) cfg->checkpoint_secs = (int32_t)json_integer_value(cs);
+    json_decref(j);
+    return ok && cfg->tick_rate_hz <= 1000;
+}
+
+/* Creates (from == NULL) or restores a shard from its checkpoint. */
+static int make_shard(pylon_shards *r, const char *id, const char *kind, const char *config_json,
+                      const pylon_shard_config *cfg, const pylon_shard_row *from, char *err,
+                      size_t errlen)
 {
     const pylon_sim_vtable *sim = pylon_shards_kind(r, kind);
     if (!sim) {
         snprintf(err, errlen, "unknown shard kind \"%s\"", kind);
         return 400;
     }
+    if (from && !sim->restore) {
+        snprintf(err, errlen, "the \"%s\" simulation cannot restore a checkpoint", kind);
+        return 400;
+    }
     pylon_shard *s = calloc(1, sizeof *s);
-    if (!s) {
+    if (s) s->config_json = strdup(config_json ? config_json : "{}");
+    if (!s || !s->config_json) {
+        free(s);
         snprintf(err, errlen, "out of memory");
         return 503;
     }
     snprintf(s->id, sizeof s->id, "%s", id);
     s->sim = sim;
     s->stats = &r->stats;
+    s->reg = r;
     s->cfg = *cfg;
-    pylon_sim_ctx ctx = {.shard_id = s->id,
-                         .tick_rate_hz = cfg->tick_rate_hz,
-                         .config_json = config_json ? config_json : "{}"};
-    s->state = sim->init(&ctx, err, errlen);
+    s->cfg.record_path = NULL;
+    if (s->cfg.checkpoint_secs < 0) s->cfg.checkpoint_secs = (int32_t)r->ckpt.default_secs;
+    pylon_sim_ctx ctx = {
+        .shard_id = s->id, .tick_rate_hz = cfg->tick_rate_hz, .config_json = s->config_json};
+    if (from) {
+        s->state = sim->restore(&ctx, from->state, from->len);
+        if (!s->state) snprintf(err, errlen, "the \"%s\" simulation refused the state", kind);
+        atomic_init(&s->tick, from->tick);
+        s->ckpt_tick = from->tick; /* it is what the checkpoint holds */
+    } else {
+        s->state = sim->init(&ctx, err, errlen);
+        s->ckpt_tick = UINT64_MAX; /* the first checkpoint is written even at tick 0 */
+    }
     if (!s->state) {
+        free(s->config_json);
         free(s);
         return 400;
     }
@@ -488,11 +823,12 @@ int pylon_shards_create(pylon_shards *r, const char *id, const char *kind, const
         if (!s->rec) {
             snprintf(err, errlen, "cannot record to %s: %s", cfg->record_path, strerror(errno));
             sim->destroy(s->state);
+            free(s->config_json);
             free(s);
             return 400;
         }
         snprintf(s->rec_path, sizeof s->rec_path, "%s", cfg->record_path);
-        json_t *cfgj = json_loads(config_json ? config_json : "{}", 0, NULL);
+        json_t *cfgj = json_loads(s->config_json, 0, NULL);
         json_t *head = json_pack("{s:i,s:s,s:s,s:i,s:o}", "replay", 1, "kind", sim->kind, "id",
                                  s->id, "tick_rate_hz", (int)cfg->tick_rate_hz, "config",
                                  cfgj ? cfgj : json_object());
@@ -508,6 +844,7 @@ int pylon_shards_create(pylon_shards *r, const char *id, const char *kind, const
         pthread_rwlock_unlock(&r->lock);
         sim->destroy(s->state);
         if (s->rec) fclose(s->rec);
+        free(s->config_json);
         free(s);
         snprintf(err, errlen, "a shard with id \"%s\" exists", id);
         return 409;
@@ -518,6 +855,8 @@ int pylon_shards_create(pylon_shards *r, const char *id, const char *kind, const
         if (!ns) {
             pthread_rwlock_unlock(&r->lock);
             sim->destroy(s->state);
+            if (s->rec) fclose(s->rec);
+            free(s->config_json);
             free(s);
             snprintf(err, errlen, "out of memory");
             return 503;
@@ -526,14 +865,48 @@ int pylon_shards_create(pylon_shards *r, const char *id, const char *kind, const
         r->cap = cap;
     }
     r->shards[r->n++] = s;
+    /* Only a simulation that can come back (save and restore) is checkpointed. */
+    s->ckpt_on = s->cfg.checkpoint_secs > 0 && sim->save && sim->restore && r->ckpt.save;
+    pthread_mutex_lock(&r->live_lock);
+    r->live++;
+    pthread_mutex_unlock(&r->live_lock);
     s->actor = pylon_actor_spawn(r->rt, &SHARD_DEF, s);
     if (cfg->tick_rate_hz) {
         uint64_t interval = PYLON_NS_PER_SEC / cfg->tick_rate_hz;
         s->timer = pylon_timer_start(s->actor, MSG_TICK, pylon_clock_now_ns() + interval, interval,
                                      MAX_CATCHUP, 0);
     }
+    if (s->ckpt_on) {
+        uint64_t every = (uint64_t)s->cfg.checkpoint_secs * PYLON_NS_PER_SEC;
+        s->ckpt_timer =
+            pylon_timer_start(s->actor, MSG_CHECKPOINT, pylon_clock_now_ns() + every, every, 0, 0);
+    }
     pthread_rwlock_unlock(&r->lock);
     return 0;
+}
+
+int pylon_shards_create(pylon_shards *r, const char *id, const char *kind, const char *config_json,
+                        const pylon_shard_config *cfg, char *err, size_t errlen)
+{
+    return make_shard(r, id, kind, config_json, cfg, NULL, err, errlen);
+}
+
+int pylon_shards_restore(pylon_shards *r, const pylon_shard_row *row, char *err, size_t errlen)
+{
+    pylon_shard_config cfg = PYLON_SHARD_CONFIG_DEFAULT;
+    if (!options_parse(row->options, &cfg)) {
+        snprintf(err, errlen, "its options are not valid JSON (%.60s)",
+                 row->options ? row->options : "");
+        return 400;
+    }
+    json_t *config = json_loads(row->config ? row->config : "{}", 0, NULL);
+    bool ok = json_is_object(config);
+    json_decref(config);
+    if (!ok) {
+        snprintf(err, errlen, "its config is not a JSON object");
+        return 400;
+    }
+    return make_shard(r, row->id, row->kind, row->config, &cfg, row, err, errlen);
 }
 
 pylon_shard *pylon_shards_get(pylon_shards *r, const char *id)
@@ -559,7 +932,10 @@ bool pylon_shards_remove(pylon_shards *r, const char *id)
     pylon_shard *s = find_locked(r, id, &at);
     if (s) r->shards[at] = r->shards[--r->n];
     pthread_rwlock_unlock(&r->lock);
-    if (s) retire(s);
+    if (s) {
+        atomic_store(&s->removed, true); /* on_stop drops the checkpoint */
+        retire(s);
+    }
     return s != NULL;
 }
 
@@ -597,9 +973,20 @@ void pylon_shards_free(pylon_shards *r)
     if (!r) return;
     for (size_t i = 0; i < r->n; i++)
         retire(r->shards[i]);
+    pthread_mutex_lock(&r->live_lock); /* every on_stop has run: final checkpoints are queued */
+    while (r->live)
+        pthread_cond_wait(&r->live_cond, &r->live_lock);
+    pthread_mutex_unlock(&r->live_lock);
     free(r->shards);
     pthread_rwlock_destroy(&r->lock);
+    pthread_mutex_destroy(&r->live_lock);
+    pthread_cond_destroy(&r->live_cond);
     free(r);
+}
+
+void pylon_shards_set_checkpoints(pylon_shards *r, const pylon_shard_checkpoints *c)
+{
+    r->ckpt = *c;
 }
 
 char *pylon_shards_prometheus(void *shards)

@@ -7,12 +7,24 @@
  * that see the same bytes share one encoded frame; a subscriber whose send backlog is full
  * skips frames (the next one supersedes them) and never slows the shard.
  *
+ * Encodings per subscriber (the WebSocket subprotocol, shard_api.h): JSON frames as above,
+ * msgpack frames [u64 big-endian tick][msgpack] (pylon.msgpack), or text frames with the full
+ * snapshot {"tick":n,"snapshot":…} then deltas {"tick":n,"base":m,"delta":…} (pylon.delta,
+ * codec.h): one delta per (base, snapshot) pair, nothing when the snapshot did not change, a
+ * full frame again after the subscriber's stream skipped one.
+ *
+ * Checkpoints: a shard whose simulation has save and restore hands its state to the registry's
+ * checkpoint sink (the persistence actor) every checkpoint_secs and once more at shutdown; a
+ * shard that finishes, goes idle or is removed drops its checkpoint. pylon_shards_restore brings
+ * one back at start, continuing from the saved tick.
+ *
  * Counters (tick, subscribers, queued inputs) are atomics readable from any thread, so
  * GET /api/shards/<id> never waits for the shard.
  */
 #ifndef PYLON_SHARDS_SHARD_H
 #define PYLON_SHARDS_SHARD_H
 
+#include "actors/store.h"
 #include "engine/runtime.h"
 #include "http/stream.h"
 #include "pylon/sim.h"
@@ -29,9 +41,26 @@ typedef struct pylon_shard_config {
     uint32_t idle_ticks_before_shutdown; /* default 1800; 0 = never */
     uint32_t max_input_queue;            /* default 10 000 */
     const char *record_path;             /* record inputs for `pylon replay` here; NULL: no */
+    int32_t checkpoint_secs; /* -1: the registry's default (PYLON_SHARD_CHECKPOINT_SECS); 0: no */
 } pylon_shard_config;
 
-#define PYLON_SHARD_CONFIG_DEFAULT ((pylon_shard_config){20, 256, 1800, 10000, NULL})
+#define PYLON_SHARD_CONFIG_DEFAULT ((pylon_shard_config){20, 256, 1800, 10000, NULL, -1})
+
+/* What a subscriber's frames carry (protocol.md §4.2 and the subprotocols of DECISIONS.md). */
+typedef enum {
+    PYLON_SHARD_FMT_JSON,    /* binary [u64 BE tick][compact JSON]: the stock clients */
+    PYLON_SHARD_FMT_MSGPACK, /* binary [u64 BE tick][msgpack] */
+    PYLON_SHARD_FMT_DELTA,   /* text {"tick","snapshot"} then {"tick","base","delta"} */
+} pylon_shard_format;
+
+/* Where checkpoints go (main.c wires the persistence actor). Both called from shard actors;
+ * `save` copies the row before it returns. */
+typedef struct pylon_shard_checkpoints {
+    void *ctx;
+    void (*save)(void *ctx, const pylon_shard_row *row);
+    void (*drop)(void *ctx, const char *id);
+    uint32_t default_secs; /* for shards created without checkpoint_secs; 0: none */
+} pylon_shard_checkpoints;
 
 typedef struct pylon_shard_status {
     char id[128];
@@ -44,8 +73,14 @@ typedef struct pylon_shard_status {
 } pylon_shard_status;
 
 pylon_shards *pylon_shards_new(pylon_runtime *rt);
-/* Stops every shard and frees the registry (after the HTTP server is down). */
+/* Stops every shard, waits until each has stopped (and queued its final checkpoint), and frees
+ * the registry (after the HTTP server is down, before the persistence actor stops). */
 void pylon_shards_free(pylon_shards *r);
+/* Before any shard is created. */
+void pylon_shards_set_checkpoints(pylon_shards *r, const pylon_shard_checkpoints *c);
+/* Re-creates a checkpointed shard with its simulation's restore, at the saved tick. 0, or an
+ * error status with the reason in err (unknown kind, no restore, refused state, id taken). */
+int pylon_shards_restore(pylon_shards *r, const pylon_shard_row *row, char *err, size_t errlen);
 
 /* Simulations by kind: the built-ins, then plugins (pylon_shards_add_kind). */
 bool pylon_shards_add_kind(pylon_shards *r, const pylon_sim_vtable *sim);
@@ -87,8 +122,10 @@ typedef enum {
 /* Any thread. Queues an input; *server_seq is its per-shard sequence number (from 1). */
 pylon_shard_result pylon_shard_input(pylon_shard *s, const char *sid, const char *input_json,
                                      size_t len, uint64_t client_seq, uint64_t *server_seq);
-/* Any thread. The stream receives one frame per tick from the next tick on. */
-pylon_shard_result pylon_shard_subscribe(pylon_shard *s, pylon_stream *st, const char *sid);
+/* Any thread. The stream receives one frame per tick from the next tick on, in `fmt` (SSE
+ * streams get SSE events whatever fmt says). */
+pylon_shard_result pylon_shard_subscribe(pylon_shard *s, pylon_stream *st, const char *sid,
+                                         pylon_shard_format fmt);
 void pylon_shard_unsubscribe(pylon_shard *s, pylon_stream *st);
 
 #endif

@@ -2,6 +2,7 @@
 #include "shards/shard_api.h"
 
 #include "actors/reply.h"
+#include "shards/codec.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -12,8 +13,19 @@
 
 typedef struct ws_sub {
     pylon_shard *shard;
+    pylon_shard_format fmt;
     char sid[64];
 } ws_sub;
+
+/* The subprotocols of the shard WebSocket (shard_api.h): the echoed one picks the frames. */
+static const char *const SUBPROTOCOLS[] = {"pylon.msgpack", "pylon.delta", NULL};
+
+static pylon_shard_format format_of(const char *protocol)
+{
+    if (protocol && strcmp(protocol, "pylon.msgpack") == 0) return PYLON_SHARD_FMT_MSGPACK;
+    if (protocol && strcmp(protocol, "pylon.delta") == 0) return PYLON_SHARD_FMT_DELTA;
+    return PYLON_SHARD_FMT_JSON;
+}
 
 static void query_value(const char *q, const char *name, char *out, size_t cap)
 {
@@ -61,7 +73,8 @@ static void *ws_open(pylon_stream *s, const pylon_stream_open *info)
         pylon_stream_close(s, 1008, why);
         return NULL;
     }
-    pylon_shard_result r = pylon_shard_subscribe(shard, s, sid);
+    pylon_shard_format fmt = format_of(info->protocol);
+    pylon_shard_result r = pylon_shard_subscribe(shard, s, sid, fmt);
     if (r != PYLON_SHARD_OK) {
         pylon_shard_release(shard);
         pylon_stream_close(
@@ -76,6 +89,7 @@ static void *ws_open(pylon_stream *s, const pylon_stream_open *info)
         return NULL;
     }
     sub->shard = shard;
+    sub->fmt = fmt;
     snprintf(sub->sid, sizeof sub->sid, "%s", sid);
     return sub;
 }
@@ -83,10 +97,13 @@ static void *ws_open(pylon_stream *s, const pylon_stream_open *info)
 static void ws_message(void *user, pylon_stream *s, bool binary, const uint8_t *data, size_t len)
 {
     (void)s;
-    (void)binary; /* binary frames are read as UTF-8 JSON too (protocol.md §4.3) */
     ws_sub *sub = user;
     if (!sub) return;
-    json_t *j = json_loadb((const char *)data, len, 0, NULL);
+    /* Binary frames are read as UTF-8 JSON too (protocol.md §4.3), except from a pylon.msgpack
+     * client: there they are msgpack of the same {"input": …, "client_seq": n} map. */
+    json_t *j = binary && sub->fmt == PYLON_SHARD_FMT_MSGPACK
+                    ? pylon_msgpack_to_json(data, len)
+                    : json_loadb((const char *)data, len, 0, NULL);
     json_t *input = json_object_get(j, "input");
     json_t *cseq = json_object_get(j, "client_seq");
     /* client_seq is a uint64 (protocol.md §4.3): a negative one is malformed. */
@@ -169,7 +186,7 @@ static void *sse_open(pylon_stream *st, const pylon_stream_open *info)
     ws_sub *sub = calloc(1, sizeof *sub);
     pylon_shard *s = pylon_shards_get(api->shards, info->shard_id);
     if (!sub || !s || !sse_who(api, info, sub->sid, sizeof sub->sid, &no) ||
-        pylon_shard_subscribe(s, st, sub->sid) != PYLON_SHARD_OK) {
+        pylon_shard_subscribe(s, st, sub->sid, PYLON_SHARD_FMT_JSON) != PYLON_SHARD_OK) {
         free(sub);
         if (s) pylon_shard_release(s);
         pylon_stream_close(st, 0, NULL); /* the precheck passed a moment ago: a race, not a bug */
@@ -194,7 +211,8 @@ void pylon_shard_ws_handlers(pylon_shard_api *api, pylon_stream_handlers *out)
                                    .on_message = ws_message,
                                    .on_close = ws_close,
                                    .backlog_policy = PYLON_BACKLOG_SKIP,
-                                   .ctx = api};
+                                   .ctx = api,
+                                   .subprotocols = SUBPROTOCOLS};
 }
 
 /* ---- HTTP -------------------------------------------------------------------------------- */
@@ -249,12 +267,15 @@ static void create(pylon_http_exchange *ex, void *ctx)
     cfg.idle_ticks_before_shutdown =
         cfg_u32(body, "idle_ticks_before_shutdown", cfg.idle_ticks_before_shutdown, &bad);
     cfg.max_input_queue = cfg_u32(body, "max_input_queue", cfg.max_input_queue, &bad);
+    if (json_object_get(body, "checkpoint_secs"))
+        cfg.checkpoint_secs = (int32_t)cfg_u32(body, "checkpoint_secs", 0, &bad);
     if (bad || cfg.tick_rate_hz > 1000) {
         json_decref(body);
         pylon_http_respond_error(ex, 400, "INVALID_DATA",
                                  "Expected {\"id\": \"…\", \"kind\": \"arena\", \"config\": {…}, "
                                  "\"tick_rate_hz\": 0..1000, \"max_subscribers\", "
-                                 "\"idle_ticks_before_shutdown\", \"max_input_queue\"}",
+                                 "\"idle_ticks_before_shutdown\", \"max_input_queue\", "
+                                 "\"checkpoint_secs\"}",
                                  NULL);
         return;
     }

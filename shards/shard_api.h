@@ -6,8 +6,12 @@
  * the caller's user id (or the caller the admin) → else Close 1008; full or stopped → 1013.
  * Text or binary frames {"input": …, "client_seq": n} are queued for the next tick; malformed
  * ones are dropped and counted. Frames above PYLON_WS_MAX_FRAME close the socket with 1009.
+ * Subprotocols (offered alone or beside bearer.<token>, which still authenticates; the format
+ * is echoed): pylon.msgpack gets [u64 BE tick][msgpack] frames and may send binary inputs as
+ * msgpack; pylon.delta gets the text full/delta frames of shard.h. Without one: JSON frames.
  *
- * HTTP: POST /api/shards (admin) creates {"id","kind","config",…}; GET /api/shards (admin);
+ * HTTP: POST /api/shards (admin) creates {"id","kind","config",…,"checkpoint_secs"}; GET
+ * /api/shards (admin);
  * GET /api/shards/<id>; POST /api/shards/<id>/input (the sid is the caller's unless the admin
  * names one); DELETE /api/shards/<id> (admin).
  */

@@ -159,6 +159,51 @@ static bool arena_save(void *state, pylon_sim_out *out)
     return pylon_sim_out_put(out, "]}", 2);
 }
 
+/* The inverse of arena_save; the area of interest and max_players come from the config. */
+static void *arena_restore(const pylon_sim_ctx *ctx, const char *bytes, size_t len)
+{
+    char err[200];
+    arena *a = arena_init(ctx, err, sizeof err);
+    json_t *j = a ? json_loadb(bytes, len, 0, NULL) : NULL;
+    json_t *players = json_object_get(j, "players");
+    bool ok = json_is_number(json_object_get(j, "width")) &&
+              json_is_number(json_object_get(j, "height")) &&
+              json_is_number(json_object_get(j, "speed")) && json_is_array(players);
+    if (ok) {
+        a->width = json_number_value(json_object_get(j, "width"));
+        a->height = json_number_value(json_object_get(j, "height"));
+        a->speed = json_number_value(json_object_get(j, "speed"));
+    }
+    size_t i;
+    json_t *pj;
+    json_array_foreach(players, i, pj)
+    {
+        json_t *ack = json_array_get(pj, 5);
+        const char *sid = json_string_value(json_array_get(pj, 0));
+        player *p = ok && sid && json_array_size(pj) == 6 && json_is_integer(ack)
+                        ? find(a, sid, true)
+                        : NULL;
+        if (!p) {
+            ok = false;
+            break;
+        }
+        double *at[4] = {&p->x, &p->y, &p->dx, &p->dy};
+        for (int k = 0; k < 4; k++) {
+            json_t *v = json_array_get(pj, (size_t)k + 1);
+            if (!json_is_number(v)) ok = false;
+            *at[k] = json_number_value(v);
+        }
+        p->ack = (uint64_t)json_integer_value(ack);
+    }
+    json_decref(j);
+    if (!ok && a) {
+        free(a->players);
+        free(a);
+        a = NULL;
+    }
+    return a;
+}
+
 static void arena_destroy(void *state)
 {
     arena *a = state;
@@ -174,6 +219,7 @@ static const pylon_sim_vtable ARENA = {.abi_version = PYLON_SIM_ABI_VERSION,
                                        .snapshot_for = arena_snapshot,
                                        .is_finished = arena_finished,
                                        .save = arena_save,
+                                       .restore = arena_restore,
                                        .destroy = arena_destroy};
 
 const pylon_sim_vtable *pylon_sim_arena(void)

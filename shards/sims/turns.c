@@ -112,6 +112,53 @@ static bool turns_finished(void *state)
     return ((turns *)state)->winner >= 0;
 }
 
+/* {"players":[…],"max_players":n,"turn":i,"total":n,"goal":n,"moves":n,"winner":i|-1} */
+static bool turns_save(void *state, pylon_sim_out *out)
+{
+    turns *t = state;
+    json_t *players = json_array();
+    for (int i = 0; i < t->nplayers; i++)
+        json_array_append_new(players, json_string(t->players[i]));
+    json_t *j = json_pack("{s:o,s:i,s:i,s:i,s:i,s:i,s:i}", "players", players, "max_players",
+                          t->max_players, "turn", t->turn, "total", t->total, "goal", t->goal,
+                          "moves", t->moves, "winner", t->winner);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    bool ok = text && pylon_sim_out_put(out, text, strlen(text));
+    free(text);
+    json_decref(j);
+    return ok;
+}
+
+static void *turns_restore(const pylon_sim_ctx *ctx, const char *bytes, size_t len)
+{
+    (void)ctx; /* everything is in the saved state */
+    json_t *j = json_loadb(bytes, len, 0, NULL), *players = json_object_get(j, "players");
+    turns *t = calloc(1, sizeof *t);
+    int *field[] = {&t->max_players, &t->turn, &t->total, &t->goal, &t->moves, &t->winner};
+    const char *name[] = {"max_players", "turn", "total", "goal", "moves", "winner"};
+    bool ok = t && json_is_array(players) && json_array_size(players) <= MAX_PLAYERS;
+    for (size_t i = 0; ok && i < sizeof name / sizeof name[0]; i++) {
+        json_t *v = json_object_get(j, name[i]);
+        ok = json_is_integer(v);
+        if (ok) *field[i] = (int)json_integer_value(v);
+    }
+    for (size_t i = 0; ok && i < json_array_size(players); i++) {
+        const char *sid = json_string_value(json_array_get(players, i));
+        ok = sid != NULL;
+        if (ok) snprintf(t->players[t->nplayers++], sizeof t->players[0], "%s", sid);
+    }
+    ok = ok && t->max_players >= 2 && t->max_players <= MAX_PLAYERS && t->goal >= 1 &&
+         t->nplayers <= t->max_players && t->turn >= 0 &&
+         (t->nplayers == 0 || t->turn < t->nplayers) && t->winner >= -1 &&
+         t->winner < t->nplayers && t->total >= 0 && t->total <= t->goal;
+    json_decref(j);
+    if (!ok) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
 static void turns_destroy(void *state)
 {
     free(state);
@@ -124,6 +171,8 @@ static const pylon_sim_vtable TURNS = {.abi_version = PYLON_SIM_ABI_VERSION,
                                        .tick = turns_tick,
                                        .snapshot_for = turns_snapshot,
                                        .is_finished = turns_finished,
+                                       .save = turns_save,
+                                       .restore = turns_restore,
                                        .destroy = turns_destroy};
 
 const pylon_sim_vtable *pylon_sim_turns(void)

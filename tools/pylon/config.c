@@ -113,6 +113,8 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
 
     if (!pylon_env_int("PYLON_MATCH_SIZE", 2, 1, 64, &v, &e)) goto bad;
     cfg->match_size = (unsigned)v;
+    if (!pylon_env_int("PYLON_SHARD_CHECKPOINT_SECS", 30, 0, 86400, &v, &e)) goto bad;
+    cfg->shard_checkpoint_secs = (unsigned)v;
     if (!pylon_env_int("PYLON_CHANGELOG_RETAIN", 100000, 1, 1000000000, &v, &e)) goto bad;
     cfg->changelog_retain = v;
     if (!pylon_env_int("PYLON_IO_THREADS", 1, 1, 64, &v, &e)) goto bad;

@@ -28,10 +28,11 @@ typedef struct pylon_config {
     bool admin_token_generated; /* pylon dev made one up; printed once at start */
     const char *cors_origin, *csrf_origins;
     const char *ws_url, *sse_url, *shard_url;
-    const char *shard_plugins; /* PYLON_SHARD_PLUGINS */
-    unsigned match_size;       /* PYLON_MATCH_SIZE */
-    const char *replay_dir;    /* PYLON_REPLAY_DIR */
-    const char *match_kind;    /* PYLON_MATCH_KIND */
+    const char *shard_plugins;      /* PYLON_SHARD_PLUGINS */
+    unsigned match_size;            /* PYLON_MATCH_SIZE */
+    const char *replay_dir;         /* PYLON_REPLAY_DIR */
+    unsigned shard_checkpoint_secs; /* PYLON_SHARD_CHECKPOINT_SECS; 0 = no checkpoints */
+    const char *match_kind;         /* PYLON_MATCH_KIND */
     unsigned workers;
     unsigned read_pool;
     unsigned drain_secs;

@@ -114,6 +114,41 @@ fail:
     return false;
 }
 
+/* The shards' checkpoint sink: the persistence actor. */
+static void checkpoint_save(void *writer, const pylon_shard_row *row)
+{
+    pylon_persistence_shard_save(writer, row);
+}
+
+static void checkpoint_drop(void *writer, const char *id)
+{
+    pylon_persistence_shard_drop(writer, id);
+}
+
+/* Each checkpointed shard comes back; one that cannot is logged and skipped (its row stays,
+ * for inspection, until a shard with that id writes a new one). */
+static void restore_one(void *shards, const pylon_shard_row *row)
+{
+    char err[300];
+    int rc = pylon_shards_restore(shards, row, err, sizeof err);
+    if (rc == 0)
+        pylon_log_info("shard", "shard %s (%s) restored from its checkpoint at tick %llu", row->id,
+                       row->kind, (unsigned long long)row->tick);
+    else
+        pylon_log_error("shard",
+                        "shard %s (%s): checkpoint at tick %llu skipped, cannot restore: %s",
+                        row->id, row->kind, (unsigned long long)row->tick, err);
+}
+
+static void restore_shards(pylon_shards *shards, const pylon_config *cfg, const pylon_manifest *m)
+{
+    pylon_store_error serr = {0};
+    pylon_store_conn *rc = pylon_store_sqlite.open(cfg->db_path, false, m, &serr);
+    if (!rc || !pylon_store_sqlite.shard_rows(rc, restore_one, shards, &serr))
+        pylon_log_error("shard", "shard checkpoints not read: %s", serr.message);
+    if (rc) pylon_store_sqlite.close(rc);
+}
+
 static int serve(const pylon_config *cfg)
 {
     /* Signals are taken by sigwait below; every thread created from here inherits the mask.
@@ -212,6 +247,12 @@ static int serve(const pylon_config *cfg)
         pylon_log_error("pylon", "database PYLON_DB_PATH=%s: %s", cfg->db_path, serr.message);
         goto out;
     }
+    pylon_shard_checkpoints ck = {.ctx = writer,
+                                  .save = checkpoint_save,
+                                  .drop = checkpoint_drop,
+                                  .default_secs = cfg->shard_checkpoint_secs};
+    pylon_shards_set_checkpoints(shards, &ck);
+    restore_shards(shards, cfg, manifest); /* before any client can create one */
     pylon_data_api data = {.m = manifest,
                            .policies = policies,
                            .writer = writer,

@@ -10,7 +10,9 @@
  *   snapshot_for  per subscriber after the tick: what that subscriber sees, as compact JSON
  *                 (subscribers that get the same bytes share one encoded frame)
  *   is_finished   after each tick; true stops the shard
- *   save/restore  optional, for checkpoints: the state as bytes, and back
+ *   save/restore  optional, for checkpoints: the state as bytes, and back (restore gets the
+ *                 same ctx as init, config included; NULL refuses bytes it cannot read). Only
+ *                 a simulation with both is checkpointed and comes back after a restart
  *   destroy       once, when the shard stops
  *
  * A simulation built as a shared object exports `const pylon_sim_vtable *pylon_sim_plugin(void)`

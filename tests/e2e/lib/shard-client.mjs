@@ -1,7 +1,11 @@
 // shard-client.mjs — a test client for the shard WebSocket (protocol.md §4.1-4.3): it decodes
 // every snapshot frame ([u64 big-endian tick][compact JSON]) as it arrives, records when it
 // arrived, and lets a test wait for a frame, for the close, or stall the socket on purpose.
+// With `mode: 'msgpack'` it decodes [u64 big-endian tick][msgpack] frames instead (the
+// pylon.msgpack subprotocol); with `mode: 'delta'` it applies the pylon.delta text frames
+// ({"tick","snapshot"} then {"tick","base","delta"}) and records the reconstructed state.
 
+import { decode as msgpackDecode } from '@msgpack/msgpack';
 import WebSocket from 'ws';
 
 /** FNV-1a 32-bit, as shards/sims/arena.c hashes a sid to place its player. */
@@ -29,15 +33,37 @@ export function decodeFrame(buf) {
   return { tick, json: JSON.parse(text), text, size: buf.length };
 }
 
+/** Decodes one pylon.msgpack frame: { tick, json (the decoded map), size }. */
+export function decodeMsgpackFrame(buf) {
+  if (!Buffer.isBuffer(buf)) buf = Buffer.from(buf);
+  if (buf.length < 8) throw new Error(`snapshot frame of ${buf.length} bytes (< 8)`);
+  const tick = Number(buf.readBigUInt64BE(0));
+  return { tick, json: msgpackDecode(buf.subarray(8)), size: buf.length };
+}
+
+/** RFC 7386 merge patch, as a pylon.delta client applies a delta: null deletes. */
+export function applyDelta(target, patch) {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+  const out = target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = applyDelta(out[k], v);
+  }
+  return out;
+}
+
 export class ShardClient {
   /**
    * Opens a shard WebSocket. `token`: sent as the `bearer.<token>` subprotocol; `headers`: extra
    * handshake headers; `pauseOnOpen`: stop reading from the socket right after the handshake
    * (a client that never reads). Does not wait: use opened() / closed().
    */
-  constructor(url, { token, protocols, headers = {}, pauseOnOpen = false } = {}) {
+  constructor(url, { token, protocols, headers = {}, pauseOnOpen = false, mode = 'json' } = {}) {
     const protos = protocols ?? (token ? [`bearer.${encodeURIComponent(token)}`] : []);
     this.url = url;
+    this.mode = mode;
+    this.state = undefined; // delta mode: the reconstructed snapshot
+    this.stateTick = undefined; // delta mode: the tick of the last frame applied
     this.frames = []; // { tick, json, size, at } in arrival order
     this.bytes = 0;
     this.badFrames = []; // text frames or undecodable binary frames
@@ -55,7 +81,17 @@ export class ShardClient {
     });
     this.ws.on('message', (data, isBinary) => {
       const at = performance.now();
-      if (!isBinary) {
+      if (this.mode === 'delta') {
+        this.onDelta(data, isBinary, at);
+      } else if (this.mode === 'msgpack' && isBinary) {
+        try {
+          const f = decodeMsgpackFrame(data);
+          this.bytes += f.size;
+          this.frames.push({ tick: f.tick, json: f.json, size: f.size, at });
+        } catch (err) {
+          this.badFrames.push({ reason: err.message, data: Buffer.from(data).subarray(0, 200).toString('latin1') });
+        }
+      } else if (!isBinary) {
         this.badFrames.push({ reason: 'text frame', data: data.toString('utf8').slice(0, 200) });
       } else {
         try {
@@ -76,6 +112,31 @@ export class ShardClient {
       this.closeInfo = { code, reason: reason.toString('utf8') };
       this.wake();
     });
+  }
+
+  /** pylon.delta: a full frame replaces the state, a delta on the last applied tick patches it. */
+  onDelta(data, isBinary, at) {
+    const text = Buffer.from(data).toString('utf8');
+    let m;
+    try {
+      if (isBinary) throw new Error('binary frame');
+      m = JSON.parse(text);
+    } catch (err) {
+      this.badFrames.push({ reason: err.message, data: text.slice(0, 200) });
+      return this.wake();
+    }
+    this.bytes += text.length;
+    if ('snapshot' in m) {
+      this.state = m.snapshot;
+    } else if ('delta' in m && m.base === this.stateTick) {
+      this.state = applyDelta(this.state, m.delta);
+    } else {
+      this.badFrames.push({ reason: `delta on base ${m.base}, holding ${this.stateTick}`, data: text.slice(0, 200) });
+      return this.wake();
+    }
+    this.stateTick = m.tick;
+    this.frames.push({ tick: m.tick, json: structuredClone(this.state), kind: 'snapshot' in m ? 'full' : 'delta', raw: m, size: text.length, at });
+    this.wake();
   }
 
   wake() {
