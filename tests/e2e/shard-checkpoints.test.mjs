@@ -100,14 +100,16 @@ after(async () => {
   if (!process.env.PYLON_E2E_KEEP) for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-/** Plays a few turns: a and b join, a adds 3, b adds 2 (ticks 1..4). */
+/** Plays a few turns: a and b join, a adds 3, b adds 2 (ticks 1..4). An event-driven shard
+ * ticks once per run of its actor that brought inputs, so each input waits for its tick. */
 async function playTurns(srv, id) {
-  await input(srv, id, 'pa', { join: true });
-  await input(srv, id, 'pb', { join: true });
-  await input(srv, id, 'pa', { add: 3 });
-  await input(srv, id, 'pb', { add: 2 });
-  const deadline = Date.now() + 3000;
-  while (Date.now() < deadline && (await status(srv, id)).tick < 4) await sleep(20);
+  const moves = [['pa', { join: true }], ['pb', { join: true }], ['pa', { add: 3 }], ['pb', { add: 2 }]];
+  for (const [i, [sid, inp]] of moves.entries()) {
+    await input(srv, id, sid, inp);
+    const deadline = Date.now() + 3000;
+    while (Date.now() < deadline && (await status(srv, id)).tick < i + 1) await sleep(10);
+    assert.equal((await status(srv, id)).tick, i + 1);
+  }
 }
 
 describe('shard checkpoints', { timeout: 90000 }, () => {
