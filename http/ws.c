@@ -197,9 +197,15 @@ void pylon_ws_state_free(ws_state *ws)
 
 /* ---- sending from any thread ------------------------------------------------------------- */
 
-/* Loop thread: writes frames [0, n) in order with one writev, or applies the backlog policy.
- * Takes the references. The bound counts what is already queued on the socket plus this
- * batch. Returns false when a frame was dropped or the stream is gone. */
+/* Loop thread: writes frames [0, n) in order with one writev, then applies the backlog
+ * policy to what the socket did not take. Takes the references. Returns false when a frame
+ * was dropped or the stream is gone.
+ *
+ * The bound is judged frame by frame as if each had been written on its own: a frame is
+ * refused when something already waits (queued on the socket, or earlier frames of this
+ * batch the socket did not take) and it would bring the wait past the bound. So one large
+ * frame to a client that keeps up is not a backlog, and a big batch to a client that reads is
+ * not either, as long as its socket takes it. */
 static bool stream_write_batch(pylon_stream *s, pylon_buf **bufs, size_t n)
 {
     pylon_conn *c = s->conn;
@@ -208,36 +214,56 @@ static bool stream_write_batch(pylon_stream *s, pylon_buf **bufs, size_t n)
             pylon_buf_release(bufs[i]);
         return false;
     }
-    size_t max = c->io->srv->opt.stream_max_backlog, bytes = 0;
-    /* Over the bound only with something already waiting: one large frame to a client that
-     * keeps up is not a backlog. */
+    ssize_t r = pylon_conn_try_write(c, bufs, n);
+    if (r < 0) { /* the connection failed and is closing */
+        for (size_t i = 0; i < n; i++)
+            pylon_buf_release(bufs[i]);
+        return false;
+    }
+    size_t written = (size_t)r, i = 0;
+    while (i < n && written >= bufs[i]->len) { /* out whole */
+        written -= bufs[i]->len;
+        pylon_buf_release(bufs[i++]);
+    }
+    if (i == n) return true;
+    /* bufs[i] may be partly out (`written` bytes): its rest must follow, whatever the bound. */
+    size_t max = c->io->srv->opt.stream_max_backlog;
+    size_t must = written ? 1 : 0, bytes = written ? bufs[i]->len - written : 0;
     if (s->h && s->h->backlog_policy == PYLON_BACKLOG_SKIP) {
         /* Frames supersede each other (shard snapshots): keep the newest ones that fit and
          * skip the older rest, so a lagging client jumps to the newest state. */
         size_t first = n;
-        while (first > 0) {
+        while (first > i + must) {
             size_t ahead = c->queued + bytes, len = bufs[first - 1]->len;
             if (ahead > 0 && ahead + len > max) break;
             bytes += len;
             first--;
         }
-        for (size_t i = 0; i < first; i++)
-            pylon_buf_release(bufs[i]);
-        if (first) atomic_fetch_add_explicit(&s->skipped, first, memory_order_relaxed);
-        if (first < n && !pylon_conn_write(c, bufs + first, n - first)) return false;
-        return first == 0;
+        size_t skipped = first - (i + must);
+        for (size_t k = i + must; k < first; k++)
+            pylon_buf_release(bufs[k]);
+        if (skipped) atomic_fetch_add_explicit(&s->skipped, skipped, memory_order_relaxed);
+        if (must) {
+            /* the partial frame, then the kept newest ones: contiguous again for one write */
+            memmove(bufs + i + 1, bufs + first, (n - first) * sizeof *bufs);
+            n = i + 1 + (n - first);
+        } else {
+            i = first;
+        }
+        if (i < n && !pylon_conn_write_rest(c, bufs + i, n - i, written)) return false;
+        return skipped == 0;
     }
     /* CLOSE: the frames that fit go out in order, then the 1013 close frame behind them. */
-    size_t fit = 0;
+    size_t fit = i + must;
     while (fit < n) {
         size_t ahead = c->queued + bytes, len = bufs[fit]->len;
         if (ahead > 0 && ahead + len > max) break;
         bytes += len;
         fit++;
     }
-    for (size_t i = fit; i < n; i++)
-        pylon_buf_release(bufs[i]);
-    if (fit && !pylon_conn_write(c, bufs, fit)) return false;
+    for (size_t k = fit; k < n; k++)
+        pylon_buf_release(bufs[k]);
+    if (fit > i && !pylon_conn_write_rest(c, bufs + i, fit - i, written)) return false;
     if (fit == n) return true;
     stream_close_now(c, 1013, "send backlog full: reconnect and pull");
     return false;
