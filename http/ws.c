@@ -40,7 +40,10 @@ struct pylon_stream {
     _Atomic uint64_t skipped;
     /* The outbox: what other threads send waits here until the loop runs out_task, which
      * writes everything that accumulated with one writev. A task is posted only when the
-     * outbox goes from empty to non-empty, so under load the batches grow by themselves. */
+     * outbox goes from empty to non-empty, so under load the batches grow by themselves.
+     * Bound: none of its own, like the loop's task queue it replaces: it holds only what was
+     * sent since the loop's last turn on this stream (references to shared frames, no
+     * copies); the client's backlog bound applies when the loop writes (stream_write_batch). */
     pthread_mutex_t out_lock;
     pylon_buf **out; /* out_lock */
     size_t out_n, out_cap;
