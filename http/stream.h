@@ -8,8 +8,9 @@
  *
  * Backlog: every stream has a bound on the bytes queued to its client (PYLON_WS_MAX_BACKLOG).
  * Past it the endpoint's policy applies: CLOSE closes the stream (WebSocket code 1013, "try
- * again later"; the sync clients pull before reconnecting, so nothing is lost), SKIP drops the
- * new frame (shard snapshots: the next one supersedes it).
+ * again later"; the sync clients pull before reconnecting, so nothing is lost), SKIP drops
+ * frames (shard snapshots: of the frames waiting to be written, the newest that fit are kept,
+ * so a lagging client skips to the newest snapshot).
  */
 #ifndef PYLON_HTTP_STREAM_H
 #define PYLON_HTTP_STREAM_H

@@ -10,7 +10,8 @@
  * header read enforces PYLON_WS_MAX_FRAME before a byte of an oversized payload is buffered.
  *
  * Out: the server's frames are built once (pylon_ws_frame) and written as shared buffers;
- * wslay writes only its control frames (pong, close replies) through send_cb.
+ * wslay writes only its control frames (pong, close replies) through send_cb. Frames sent from
+ * other threads collect in the stream's outbox and go out with one writev per loop turn.
  */
 #include "http/server_internal.h"
 
