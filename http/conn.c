@@ -88,8 +88,9 @@ static void on_write(uv_write_t *req, int status)
     after_write_check(c);
 }
 
-/* Writes every buffer of bufs through ub, which has room for n entries. */
-static bool conn_write_with(pylon_conn *c, pylon_buf **bufs, size_t n, uv_buf_t *ub)
+/* Writes every buffer of bufs through ub, which has room for n entries. `written`: bytes the
+ * caller already wrote with pylon_conn_try_write (then the socket is full: no new attempt). */
+static bool conn_write_with(pylon_conn *c, pylon_buf **bufs, size_t n, uv_buf_t *ub, size_t written)
 {
     size_t total = 0, k = 0;
     for (size_t i = 0; i < n; i++) {
@@ -97,8 +98,8 @@ static bool conn_write_with(pylon_conn *c, pylon_buf **bufs, size_t n, uv_buf_t 
         ub[k++] = uv_buf_init((char *)bufs[i]->data, (unsigned)bufs[i]->len);
         total += bufs[i]->len;
     }
-    size_t done = 0;
-    if (c->queued == 0 && k > 0) { /* nothing ahead of us: try to write right now */
+    size_t done = written;
+    if (c->queued == 0 && k > 0 && written == 0) { /* nothing ahead of us: write right now */
         int r = uv_try_write((uv_stream_t *)&c->tcp, ub, (unsigned)k);
         if (r < 0 && r != UV_EAGAIN) {
             for (size_t i = 0; i < n; i++)
@@ -145,7 +146,9 @@ static bool conn_write_with(pylon_conn *c, pylon_buf **bufs, size_t n, uv_buf_t 
     return true;
 }
 
-bool pylon_conn_write(pylon_conn *c, pylon_buf **bufs, size_t n)
+#define SMALL_BUFS 16
+
+bool pylon_conn_write_rest(pylon_conn *c, pylon_buf **bufs, size_t n, size_t written)
 {
     if (c->closing) {
         for (size_t i = 0; i < n; i++)
@@ -154,17 +157,42 @@ bool pylon_conn_write(pylon_conn *c, pylon_buf **bufs, size_t n)
     }
     /* Most writes are a header and a body; longer lists (batched frames) get a heap array so
      * no buffer is ever dropped. uv_write copies the array, so it may be freed right after. */
-    uv_buf_t small[8];
-    uv_buf_t *ub = n <= 8 ? small : malloc(n * sizeof *ub);
+    uv_buf_t small[SMALL_BUFS];
+    uv_buf_t *ub = n <= SMALL_BUFS ? small : malloc(n * sizeof *ub);
     if (!ub) {
         for (size_t i = 0; i < n; i++)
             pylon_buf_release(bufs[i]);
         pylon_conn_close(c);
         return false;
     }
-    bool ok = conn_write_with(c, bufs, n, ub);
+    bool ok = conn_write_with(c, bufs, n, ub, written);
     if (ub != small) free(ub);
     return ok;
+}
+
+bool pylon_conn_write(pylon_conn *c, pylon_buf **bufs, size_t n)
+{
+    return pylon_conn_write_rest(c, bufs, n, 0);
+}
+
+ssize_t pylon_conn_try_write(pylon_conn *c, pylon_buf *const *bufs, size_t n)
+{
+    if (c->closing) return -1;
+    if (c->queued > 0) return 0; /* behind what is queued: keep the order */
+    uv_buf_t small[SMALL_BUFS];
+    uv_buf_t *ub = n <= SMALL_BUFS ? small : malloc(n * sizeof *ub);
+    if (!ub) return 0; /* the caller queues it all: a slower path, not an error */
+    unsigned k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (bufs[i]->len) ub[k++] = uv_buf_init((char *)bufs[i]->data, (unsigned)bufs[i]->len);
+    int r = k ? uv_try_write((uv_stream_t *)&c->tcp, ub, k) : 0;
+    if (ub != small) free(ub);
+    if (r == UV_EAGAIN) return 0;
+    if (r < 0) {
+        pylon_conn_close(c);
+        return -1;
+    }
+    return r;
 }
 
 /* ---- closing ----------------------------------------------------------------------------- */

@@ -107,7 +107,12 @@ struct pylon_http_exchange {
 void pylon_conn_accept(io_loop *io, uv_stream_t *listener, int kind);
 void pylon_conn_close(pylon_conn *c);
 bool pylon_conn_write(pylon_conn *c, pylon_buf **bufs, size_t n); /* takes the references */
-void pylon_conn_close_when_flushed(pylon_conn *c);                /* then a lingering close */
+/* Writes what the socket takes at once of bufs (one writev; nothing if something is queued):
+ * the byte count, or -1 when the connection failed (it is closing). Keeps the references. */
+ssize_t pylon_conn_try_write(pylon_conn *c, pylon_buf *const *bufs, size_t n);
+/* pylon_conn_write for bufs whose first `written` bytes pylon_conn_try_write already sent. */
+bool pylon_conn_write_rest(pylon_conn *c, pylon_buf **bufs, size_t n, size_t written);
+void pylon_conn_close_when_flushed(pylon_conn *c); /* then a lingering close */
 void pylon_conn_start_reading(pylon_conn *c);
 void pylon_conn_sweep(io_loop *io);
 void pylon_conn_shutdown_idle(io_loop *io); /* drain: close connections with no request */

@@ -8,8 +8,9 @@
  *
  * Backlog: every stream has a bound on the bytes queued to its client (PYLON_WS_MAX_BACKLOG).
  * Past it the endpoint's policy applies: CLOSE closes the stream (WebSocket code 1013, "try
- * again later"; the sync clients pull before reconnecting, so nothing is lost), SKIP drops the
- * new frame (shard snapshots: the next one supersedes it).
+ * again later"; the sync clients pull before reconnecting, so nothing is lost), SKIP drops
+ * frames (shard snapshots: of the frames waiting to be written, the newest that fit are kept,
+ * so a lagging client skips to the newest snapshot).
  */
 #ifndef PYLON_HTTP_STREAM_H
 #define PYLON_HTTP_STREAM_H
@@ -76,6 +77,10 @@ void pylon_stream_release(pylon_stream *s);
  * (pylon_sse_event) matching the stream's transport; the stream takes its own reference.
  * Returns false when the stream is closed or the frame was dropped by the backlog policy. */
 bool pylon_stream_send(pylon_stream *s, pylon_buf *framed);
+/* The same for n frames, in order; cheaper than n sends (one lock, at most one wake-up).
+ * Sends from other threads wait in the stream's outbox until its I/O loop writes everything
+ * that accumulated there with one writev: under load, batches grow by themselves. */
+bool pylon_stream_send_many(pylon_stream *s, pylon_buf *const *frames, size_t n);
 
 /* Any thread. WebSocket: a close frame with `code` and `reason`, then the TCP close once it
  * is written; code 0 drops the connection without a close frame. SSE: the response ends.

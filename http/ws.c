@@ -10,7 +10,8 @@
  * header read enforces PYLON_WS_MAX_FRAME before a byte of an oversized payload is buffered.
  *
  * Out: the server's frames are built once (pylon_ws_frame) and written as shared buffers;
- * wslay writes only its control frames (pong, close replies) through send_cb.
+ * wslay writes only its control frames (pong, close replies) through send_cb. Frames sent from
+ * other threads collect in the stream's outbox and go out with one writev per loop turn.
  */
 #include "http/server_internal.h"
 
@@ -18,6 +19,8 @@
 #include "engine/log.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +39,23 @@ struct pylon_stream {
     const pylon_stream_handlers *h;
     void *user;
     _Atomic uint64_t skipped;
+    /* The outbox: what other threads send waits here until the loop runs out_task, which
+     * writes everything that accumulated with one writev. A task is posted only when the
+     * outbox goes from empty to non-empty, so under load the batches grow by themselves.
+     * Bound: none of its own, like the loop's task queue it replaces: it holds only what was
+     * sent since the loop's last turn on this stream (references to shared frames, no
+     * copies); the client's backlog bound applies when the loop writes (stream_write_batch). */
+    pthread_mutex_t out_lock;
+    pylon_buf **out; /* out_lock */
+    size_t out_n, out_cap;
+    bool out_posted;   /* out_lock: out_task is queued on the loop */
+    bool close_wanted; /* out_lock: pylon_stream_close asked, from another thread */
+    bool close_asked;  /* out_lock: sticky; what is sent after a close request is dropped */
+    uint16_t close_code;
+    char close_reason[64];
+    pylon_loop_task out_task;
+    pylon_buf **spare; /* loop thread: the previous batch's array, reused by the next one */
+    size_t spare_cap;
 };
 
 struct ws_state {
@@ -59,7 +79,14 @@ void pylon_stream_retain(pylon_stream *s)
 
 void pylon_stream_release(pylon_stream *s)
 {
-    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) free(s);
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    /* A posted outbox holds a reference, so the outbox is empty here; be safe anyway. */
+    for (size_t i = 0; i < s->out_n; i++)
+        pylon_buf_release(s->out[i]);
+    free(s->out);
+    free(s->spare);
+    pthread_mutex_destroy(&s->out_lock);
+    free(s);
 }
 
 pylon_stream_kind pylon_stream_kind_of(const pylon_stream *s)
@@ -174,64 +201,166 @@ void pylon_ws_state_free(ws_state *ws)
 
 /* ---- sending from any thread ------------------------------------------------------------- */
 
-typedef struct stream_task {
-    pylon_loop_task task;
-    pylon_stream *s;
-    pylon_buf *buf; /* NULL: a close request */
-    uint16_t code;
-    char reason[64];
-} stream_task;
-
-/* Loop thread: write, or apply the backlog policy. */
-static bool stream_write(pylon_stream *s, pylon_buf *buf)
+/* Loop thread: writes frames [0, n) in order with one writev, then applies the backlog
+ * policy to what the socket did not take. Takes the references. Returns false when a frame
+ * was dropped or the stream is gone.
+ *
+ * The bound is judged frame by frame as if each had been written on its own: a frame is
+ * refused when something already waits (queued on the socket, or earlier frames of this
+ * batch the socket did not take) and it would bring the wait past the bound. So one large
+ * frame to a client that keeps up is not a backlog, and a big batch to a client that reads is
+ * not either, as long as its socket takes it. */
+static bool stream_write_batch(pylon_stream *s, pylon_buf **bufs, size_t n)
 {
     pylon_conn *c = s->conn;
     if (!c || c->closing || c->close_after_write || c->lingering) {
-        pylon_buf_release(buf);
+        for (size_t i = 0; i < n; i++)
+            pylon_buf_release(bufs[i]);
         return false;
     }
-    /* Over the bound only with something already waiting: one large frame to a client that
-     * keeps up is not a backlog. */
-    if (c->queued > 0 && c->queued + buf->len > c->io->srv->opt.stream_max_backlog) {
-        pylon_buf_release(buf);
-        if (s->h && s->h->backlog_policy == PYLON_BACKLOG_SKIP) {
-            atomic_fetch_add_explicit(&s->skipped, 1, memory_order_relaxed);
-            return false;
+    ssize_t r = pylon_conn_try_write(c, bufs, n);
+    if (r < 0) { /* the connection failed and is closing */
+        for (size_t i = 0; i < n; i++)
+            pylon_buf_release(bufs[i]);
+        return false;
+    }
+    size_t written = (size_t)r, i = 0;
+    while (i < n && written >= bufs[i]->len) { /* out whole */
+        written -= bufs[i]->len;
+        pylon_buf_release(bufs[i++]);
+    }
+    if (i == n) return true;
+    /* bufs[i] may be partly out (`written` bytes): its rest must follow, whatever the bound. */
+    size_t max = c->io->srv->opt.stream_max_backlog;
+    size_t must = written ? 1 : 0, bytes = written ? bufs[i]->len - written : 0;
+    if (s->h && s->h->backlog_policy == PYLON_BACKLOG_SKIP) {
+        /* Frames supersede each other (shard snapshots): keep the newest ones that fit and
+         * skip the older rest, so a lagging client jumps to the newest state. */
+        size_t first = n;
+        while (first > i + must) {
+            size_t ahead = c->queued + bytes, len = bufs[first - 1]->len;
+            if (ahead > 0 && ahead + len > max) break;
+            bytes += len;
+            first--;
         }
-        stream_close_now(c, 1013, "send backlog full: reconnect and pull");
-        return false;
+        size_t skipped = first - (i + must);
+        for (size_t k = i + must; k < first; k++)
+            pylon_buf_release(bufs[k]);
+        if (skipped) atomic_fetch_add_explicit(&s->skipped, skipped, memory_order_relaxed);
+        if (must) {
+            /* the partial frame, then the kept newest ones: contiguous again for one write */
+            memmove(bufs + i + 1, bufs + first, (n - first) * sizeof *bufs);
+            n = i + 1 + (n - first);
+        } else {
+            i = first;
+        }
+        if (i < n && !pylon_conn_write_rest(c, bufs + i, n - i, written)) return false;
+        return skipped == 0;
     }
-    return pylon_conn_write(c, &buf, 1);
+    /* CLOSE: the frames that fit go out in order, then the 1013 close frame behind them. */
+    size_t fit = i + must;
+    while (fit < n) {
+        size_t ahead = c->queued + bytes, len = bufs[fit]->len;
+        if (ahead > 0 && ahead + len > max) break;
+        bytes += len;
+        fit++;
+    }
+    for (size_t k = fit; k < n; k++)
+        pylon_buf_release(bufs[k]);
+    if (fit > i && !pylon_conn_write_rest(c, bufs + i, fit - i, written)) return false;
+    if (fit == n) return true;
+    stream_close_now(c, 1013, "send backlog full: reconnect and pull");
+    return false;
 }
 
-static void run_stream_task(pylon_loop_task *t, pylon_loop *loop)
+static bool stream_write(pylon_stream *s, pylon_buf *buf)
+{
+    return stream_write_batch(s, &buf, 1);
+}
+
+/* Loop thread: the outbox's task. Takes the whole outbox at once (and a close request that
+ * came after it), so frames and close keep the order they were sent in. */
+static void run_outbox(pylon_loop_task *t, pylon_loop *loop)
 {
     (void)loop;
-    stream_task *st = (stream_task *)t;
-    if (st->buf)
-        stream_write(st->s, st->buf);
-    else if (st->s->conn)
-        stream_close_now(st->s->conn, st->code, st->reason);
-    pylon_stream_release(st->s);
-    free(st);
+    pylon_stream *s = (pylon_stream *)((char *)t - offsetof(pylon_stream, out_task));
+    pthread_mutex_lock(&s->out_lock);
+    pylon_buf **batch = s->out;
+    size_t n = s->out_n, cap = s->out_cap;
+    s->out = s->spare;
+    s->out_cap = s->spare_cap;
+    s->out_n = 0;
+    s->out_posted = false; /* from here a send posts out_task again (it may run right now) */
+    bool close = s->close_wanted;
+    uint16_t code = s->close_code;
+    char reason[sizeof s->close_reason];
+    memcpy(reason, s->close_reason, sizeof reason);
+    s->close_wanted = false;
+    pthread_mutex_unlock(&s->out_lock);
+    if (n) stream_write_batch(s, batch, n);
+    s->spare = batch;
+    s->spare_cap = cap;
+    if (close && s->conn) stream_close_now(s->conn, code, reason);
+    pylon_stream_release(s); /* the reference taken when out_task was posted */
+}
+
+/* With out_lock held: queue out_task unless it already is. */
+static void outbox_post_locked(pylon_stream *s, bool *post)
+{
+    *post = !s->out_posted;
+    s->out_posted = true;
+}
+
+static void outbox_post(pylon_stream *s)
+{
+    pylon_stream_retain(s);
+    pylon_loop_post(s->io->loop, &s->out_task);
+}
+
+bool pylon_stream_send_many(pylon_stream *s, pylon_buf *const *frames, size_t n)
+{
+    if (n == 0) return true;
+    if (!pylon_stream_is_open(s)) return false;
+    for (size_t i = 0; i < n; i++)
+        pylon_buf_retain(frames[i]);
+    pthread_mutex_lock(&s->out_lock);
+    if (s->close_asked) {
+        pthread_mutex_unlock(&s->out_lock);
+        goto drop;
+    }
+    if (s->out_n == 0 && pylon_loop_on_thread(s->io->loop)) {
+        /* On the loop with nothing waiting: write at once (nothing to keep order with). */
+        pthread_mutex_unlock(&s->out_lock);
+        return stream_write_batch(s, (pylon_buf **)frames, n);
+    }
+    if (s->out_n + n > s->out_cap) {
+        size_t cap = s->out_cap ? s->out_cap : 4;
+        while (cap < s->out_n + n)
+            cap *= 2;
+        pylon_buf **grown = realloc(s->out, cap * sizeof *grown);
+        if (!grown) {
+            pthread_mutex_unlock(&s->out_lock);
+            goto drop;
+        }
+        s->out = grown;
+        s->out_cap = cap;
+    }
+    memcpy(s->out + s->out_n, frames, n * sizeof *frames);
+    s->out_n += n;
+    bool post;
+    outbox_post_locked(s, &post);
+    pthread_mutex_unlock(&s->out_lock);
+    if (post) outbox_post(s);
+    return true;
+drop:
+    for (size_t i = 0; i < n; i++)
+        pylon_buf_release(frames[i]);
+    return false;
 }
 
 bool pylon_stream_send(pylon_stream *s, pylon_buf *framed)
 {
-    if (!pylon_stream_is_open(s)) return false;
-    pylon_buf_retain(framed);
-    if (pylon_loop_on_thread(s->io->loop)) return stream_write(s, framed);
-    stream_task *st = malloc(sizeof *st);
-    if (!st) {
-        pylon_buf_release(framed);
-        return false;
-    }
-    st->task.run = run_stream_task;
-    st->s = s;
-    st->buf = framed;
-    pylon_stream_retain(s);
-    pylon_loop_post(s->io->loop, &st->task);
-    return true;
+    return pylon_stream_send_many(s, &framed, 1);
 }
 
 void pylon_stream_close(pylon_stream *s, uint16_t code, const char *reason)
@@ -240,14 +369,19 @@ void pylon_stream_close(pylon_stream *s, uint16_t code, const char *reason)
         if (s->conn) stream_close_now(s->conn, code, reason);
         return;
     }
-    stream_task *st = calloc(1, sizeof *st);
-    if (!st) return;
-    st->task.run = run_stream_task;
-    st->s = s;
-    st->code = code;
-    snprintf(st->reason, sizeof st->reason, "%s", reason ? reason : "");
-    pylon_stream_retain(s);
-    pylon_loop_post(s->io->loop, &st->task);
+    /* Through the outbox: the close goes out after everything sent before it, and what is
+     * sent after it is dropped. */
+    pthread_mutex_lock(&s->out_lock);
+    bool post = false;
+    if (!s->close_asked) {
+        s->close_asked = true;
+        s->close_wanted = true;
+        s->close_code = code;
+        snprintf(s->close_reason, sizeof s->close_reason, "%s", reason ? reason : "");
+        outbox_post_locked(s, &post);
+    }
+    pthread_mutex_unlock(&s->out_lock);
+    if (post) outbox_post(s);
 }
 
 /* ---- wslay glue -------------------------------------------------------------------------- */
@@ -721,6 +855,8 @@ void pylon_stream_begin(pylon_conn *c, pylon_http_exchange *ex, pylon_stream_kin
     }
     atomic_init(&s->refs, 1); /* the connection's */
     atomic_init(&s->open, true);
+    pthread_mutex_init(&s->out_lock, NULL);
+    s->out_task.run = run_outbox;
     s->kind = kind;
     s->io = io;
     s->conn = c;

@@ -143,15 +143,29 @@ static void behaviour(pylon_actor *self, pylon_msg *msg)
         session_free(s);
         break;
     }
-    case MSG_CHANGES:
-        for (size_t k = 0; k < m->n; k++) {
-            event *ev = &m->events[k];
-            if (!ev->ws || !ev->sse) continue;
-            for (size_t i = 0; i < h->n; i++) {
-                session *s = h->sessions[i];
-                if (may_see(h, s, ev)) pylon_stream_send(s->stream, s->sse ? ev->sse : ev->ws);
+    case MSG_CHANGES: {
+        /* Sessions outer, events inner: each session gets the frames it may see in one send
+         * (one lock, at most one loop task), and its loop writes them with one writev. */
+        pylon_buf *local[64];
+        pylon_buf **frames = m->n <= 64 ? local : malloc(m->n * sizeof *frames);
+        for (size_t i = 0; frames && i < h->n; i++) {
+            session *s = h->sessions[i];
+            size_t k = 0;
+            for (size_t e = 0; e < m->n; e++) {
+                event *ev = &m->events[e];
+                if (ev->ws && ev->sse && may_see(h, s, ev)) frames[k++] = s->sse ? ev->sse : ev->ws;
             }
+            pylon_stream_send_many(s->stream, frames, k);
         }
+        if (!frames) /* out of memory: event by event (clients also catch up by pull) */
+            for (size_t e = 0; e < m->n; e++)
+                for (size_t i = 0; i < h->n; i++) {
+                    session *s = h->sessions[i];
+                    event *ev = &m->events[e];
+                    if (ev->ws && ev->sse && may_see(h, s, ev))
+                        pylon_stream_send(s->stream, s->sse ? ev->sse : ev->ws);
+                }
+        if (frames != local) free(frames);
         for (size_t k = 0; k < m->n; k++) {
             json_decref(m->events[k].row);
             if (m->events[k].ws) pylon_buf_release(m->events[k].ws);
@@ -159,6 +173,7 @@ static void behaviour(pylon_actor *self, pylon_msg *msg)
         }
         free(m->events);
         break;
+    }
     case MSG_RELAY:
         broadcast_ws(h, m->ws_frame);
         pylon_buf_release(m->ws_frame);

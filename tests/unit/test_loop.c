@@ -6,7 +6,8 @@
  * the loop thread; destroy runs the tasks still queued, closes handles left open on the loop
  * (a uv_timer and a listening uv_tcp: closed, fd gone, nothing logged about open handles),
  * runs the close callbacks of handles being closed, and returns; a loop that was never
- * started can be destroyed and still runs what was queued.
+ * started can be destroyed and still runs what was queued; a flood of tasks does not starve
+ * the loop's I/O (a timer due meanwhile fires before the flood is through).
  */
 #include "engine/clock.h"
 #include "engine/log.h"
@@ -307,5 +308,53 @@ Test(loop, destroy_without_start_runs_queued_tasks, .timeout = 10)
     pylon_loop_post(g_loop, &t.task);
     pylon_loop_destroy(g_loop);
     cr_assert_eq(atomic_load(&t.runs), 1, "queued task ran %u times", atomic_load(&t.runs));
+    assert_no_leaks();
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* a flood of tasks is run in bounded batches                                               */
+/* ---------------------------------------------------------------------------------------- */
+
+enum { FLOOD = 20000 };
+static uv_timer_t g_flood_timer;
+static _Atomic uint64_t g_ran_when_timer_fired = UINT64_MAX;
+
+static void flood_timer_cb(uv_timer_t *t)
+{
+    atomic_store(&g_ran_when_timer_fired, atomic_load(&g_ran));
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void arm_timer_run(pylon_loop_task *task, pylon_loop *loop)
+{
+    (void)task;
+    uv_timer_init(pylon_loop_uv(loop), &g_flood_timer);
+    uv_timer_start(&g_flood_timer, flood_timer_cb, 0, 0); /* due at once */
+}
+
+Test(loop, a_flood_of_tasks_lets_the_loop_serve_io_in_between, .timeout = 30)
+{
+    g_loop = make_loop("flood");
+    /* Everything is queued before the loop runs: one wake-up finds all of it. The first task
+     * arms a timer that is due at once; an unbounded drain would run the whole flood first. */
+    pylon_loop_task arm = {.run = arm_timer_run};
+    pylon_loop_post(g_loop, &arm);
+    count_task *tasks = calloc(FLOOD, sizeof *tasks);
+    for (uint32_t i = 0; i < FLOOD; i++) {
+        tasks[i].task.run = count_run;
+        pylon_loop_post(g_loop, &tasks[i].task);
+    }
+    cr_assert_eq(pylon_loop_start(g_loop), 0);
+    cr_assert(wait_u64(&g_ran, FLOOD, 20000), "ran %llu of %d",
+              (unsigned long long)atomic_load(&g_ran), FLOOD);
+    pylon_loop_destroy(g_loop);
+    uint64_t at = atomic_load(&g_ran_when_timer_fired);
+    cr_assert_lt(at, (uint64_t)FLOOD, "the timer fired only after the whole flood (%llu tasks)",
+                 (unsigned long long)at);
+    for (uint32_t i = 0; i < FLOOD; i++)
+        cr_assert_eq(atomic_load(&tasks[i].runs), 1, "task %u ran %u times", i,
+                     atomic_load(&tasks[i].runs));
+    cr_assert_eq(atomic_load(&g_off_thread), 0);
+    free(tasks);
     assert_no_leaks();
 }

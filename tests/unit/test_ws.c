@@ -5,7 +5,9 @@
  * with the sync and shard layers); a raw client speaks RFC 6455 by hand, so every frame the
  * server sends is checked byte by byte: handshake and subprotocol echo, masked text frames,
  * fragmented messages, ping/pong, close handshake, oversized frames (1009), unmasked frames
- * (1002), the backlog bound (1013) and shutdown (1001).
+ * (1002), the backlog bound (1013) and shutdown (1001). Sends from another thread go through
+ * the stream's outbox and are written in batches: a burst keeps every frame in order and
+ * intact, a client that stops reading still gets 1013, and a SKIP stream jumps ahead.
  */
 #include "http/guard.h"
 #include "http/router.h"
@@ -16,6 +18,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +31,115 @@ static pylon_router *router;
 static pylon_guard *guard;
 static int base_port;
 
+/* ---- a sender thread: sends from outside the loop (the outbox path) ---------------------- */
+
+#define BURST      10000 /* ~0.75 MB in all: under the 1 MiB bound even unread */
+#define SKIP_FRAME 16384
+
+typedef enum { SEND_BURST, SEND_FLOOD, SEND_SKIPPABLE } send_mode;
+
+static struct {
+    pylon_stream *s;
+    send_mode mode;
+    pthread_t th;
+    atomic_bool started;
+    atomic_bool stop, got;    /* SEND_SKIPPABLE: stop the snapshots; the client has "last" */
+    _Atomic uint64_t skipped; /* pylon_stream_skipped when the thread ended */
+} snd;
+
+/* Burst frame k: "k:<k>:" then a filler of a length that varies with k (0..129 bytes, so both
+ * 7-bit and 16-bit length headers occur), each byte derived from k and its position. */
+static size_t burst_payload(unsigned k, char *out)
+{
+    size_t n = (size_t)snprintf(out, 32, "k:%u:", k);
+    size_t fill = (k * 37u) % 130u;
+    for (size_t i = 0; i < fill; i++)
+        out[n + i] = (char)('a' + (k + i) % 26);
+    return n + fill;
+}
+
+static void *sender_main(void *arg)
+{
+    (void)arg;
+    pylon_stream *s = snd.s;
+    if (snd.mode == SEND_BURST) {
+        char p[400];
+        for (unsigned k = 0; k < BURST;) {
+            if (k % 7 == 0 && k + 3 <= BURST) { /* some as one send_many of three */
+                pylon_buf *f[3];
+                for (int j = 0; j < 3; j++) {
+                    size_t n = burst_payload(k + (unsigned)j, p);
+                    f[j] = pylon_ws_frame(1, p, n);
+                }
+                pylon_stream_send_many(s, f, 3);
+                for (int j = 0; j < 3; j++)
+                    pylon_buf_release(f[j]);
+                k += 3;
+            } else {
+                pylon_buf *f = pylon_ws_frame(1, p, burst_payload(k, p));
+                pylon_stream_send(s, f);
+                pylon_buf_release(f);
+                k++;
+            }
+        }
+        pylon_buf *f = pylon_ws_frame(1, "end", 3);
+        pylon_stream_send(s, f);
+        pylon_buf_release(f);
+    } else if (snd.mode == SEND_FLOOD) { /* 64 MiB, like "flood", from this thread */
+        static uint8_t chunk[65536];
+        pylon_buf *f = pylon_ws_frame(2, chunk, sizeof chunk);
+        for (int i = 0; i < 1024 && pylon_stream_is_open(s); i++)
+            pylon_stream_send(s, f);
+        pylon_buf_release(f);
+    } else { /* numbered 16 KiB snapshots until told to stop, then "last" */
+        static uint8_t p[SKIP_FRAME];
+        for (uint32_t seq = 0; !atomic_load(&snd.stop) && seq < 1000000; seq++) {
+            for (size_t i = 0; i < sizeof p; i++)
+                p[i] = (uint8_t)(seq + i);
+            memcpy(p, &seq, sizeof seq);
+            pylon_buf *f = pylon_ws_frame(2, p, sizeof p);
+            pylon_stream_send(s, f);
+            pylon_buf_release(f);
+            usleep(100);
+        }
+        /* "last" until the client says it has it: while its backlog is still full, this
+         * small frame may be skipped like the others. */
+        pylon_buf *f = pylon_ws_frame(1, "last", 4);
+        for (int i = 0; i < 1000 && !atomic_load(&snd.got); i++) {
+            pylon_stream_send(s, f);
+            usleep(10 * 1000);
+        }
+        pylon_buf_release(f);
+    }
+    atomic_store(&snd.skipped, pylon_stream_skipped(s));
+    pylon_stream_release(s);
+    return NULL;
+}
+
+/* Loop thread (on_message): starts the sender for this stream. */
+static void sender_start(pylon_stream *s, send_mode mode)
+{
+    if (atomic_load(&snd.started)) return;
+    pylon_stream_retain(s);
+    snd.s = s;
+    snd.mode = mode;
+    atomic_store(&snd.stop, false);
+    atomic_store(&snd.got, false);
+    if (pthread_create(&snd.th, NULL, sender_main, NULL) == 0)
+        atomic_store(&snd.started, true);
+    else
+        pylon_stream_release(s);
+}
+
+static void sender_join(void)
+{
+    for (int i = 0; i < 500 && !atomic_load(&snd.started); i++) /* the message may be on its way */
+        usleep(10 * 1000);
+    cr_assert(atomic_load(&snd.started), "the sender thread started");
+    pthread_join(snd.th, NULL);
+    atomic_store(&snd.started, false);
+}
+
 /* Echo: a text message "flood" makes the server send 64 MiB to test the backlog bound. */
 static void echo_msg(void *user, pylon_stream *s, bool binary, const uint8_t *data, size_t len)
 {
@@ -37,6 +150,22 @@ static void echo_msg(void *user, pylon_stream *s, bool binary, const uint8_t *da
         for (int i = 0; i < 1024 && pylon_stream_is_open(s); i++)
             pylon_stream_send(s, f);
         pylon_buf_release(f);
+        return;
+    }
+    if (!binary && len == 5 && memcmp(data, "burst", 5) == 0) {
+        sender_start(s, SEND_BURST);
+        return;
+    }
+    if (!binary && len == 6 && memcmp(data, "tflood", 6) == 0) {
+        sender_start(s, SEND_FLOOD);
+        return;
+    }
+    if (!binary && len == 3 && memcmp(data, "got", 3) == 0) {
+        atomic_store(&snd.got, true);
+        return;
+    }
+    if (!binary && len == 5 && memcmp(data, "snaps", 5) == 0) {
+        sender_start(s, SEND_SKIPPABLE);
         return;
     }
     pylon_buf *f = pylon_ws_frame(binary ? 2 : 1, data, len);
@@ -53,6 +182,9 @@ static void *echo_open(pylon_stream *s, const pylon_stream_open *info)
 
 static const pylon_stream_handlers ECHO = {
     .on_open = echo_open, .on_message = echo_msg, .backlog_policy = PYLON_BACKLOG_CLOSE};
+/* The same on the shard WebSocket port, where frames supersede each other. */
+static const pylon_stream_handlers ECHO_SKIP = {
+    .on_open = echo_open, .on_message = echo_msg, .backlog_policy = PYLON_BACKLOG_SKIP};
 
 static void start(void)
 {
@@ -62,23 +194,24 @@ static void start(void)
     char err[256];
     for (int attempt = 0; attempt < 20 && !srv; attempt++) {
         base_port = 20000 + (int)((unsigned)getpid() * 7919u + (unsigned)attempt * 104729u) % 40000;
-        pylon_http_server_options o = {.host = "127.0.0.1",
-                                       .port = base_port,
-                                       .io_threads = 1,
-                                       .max_header_bytes = 16384,
-                                       .max_body_bytes = 1 << 20,
-                                       .header_timeout_s = 10,
-                                       .body_timeout_s = 10,
-                                       .idle_timeout_s = 60,
-                                       .max_stream_conns_per_ip = 64,
-                                       .ws_max_frame = 1 << 16,
-                                       .stream_max_backlog = 1 << 20,
-                                       .ws_ping_s = 30,
-                                       .ws_dead_s = 75,
-                                       .sse_keepalive_s = 30,
-                                       .router = router,
-                                       .guard = guard,
-                                       .streams = {[PYLON_STREAM_SYNC_WS] = &ECHO}};
+        pylon_http_server_options o = {
+            .host = "127.0.0.1",
+            .port = base_port,
+            .io_threads = 1,
+            .max_header_bytes = 16384,
+            .max_body_bytes = 1 << 20,
+            .header_timeout_s = 10,
+            .body_timeout_s = 10,
+            .idle_timeout_s = 60,
+            .max_stream_conns_per_ip = 64,
+            .ws_max_frame = 1 << 16,
+            .stream_max_backlog = 1 << 20,
+            .ws_ping_s = 30,
+            .ws_dead_s = 75,
+            .sse_keepalive_s = 30,
+            .router = router,
+            .guard = guard,
+            .streams = {[PYLON_STREAM_SYNC_WS] = &ECHO, [PYLON_STREAM_SHARD_WS] = &ECHO_SKIP}};
         srv = pylon_http_server_start(&o, err, sizeof err);
     }
     cr_assert(srv, "server did not start: %s", err);
@@ -134,10 +267,10 @@ static size_t recv_n(int fd, void *p, size_t n)
     return got;
 }
 
-/* Handshake; returns the response head. */
-static int ws_connect(const char *extra_headers, char *head, size_t cap)
+/* Handshake on port base_port + offset; returns the response head. */
+static int ws_connect_to(int offset, const char *extra_headers, char *head, size_t cap)
 {
-    int fd = dial(base_port + 1);
+    int fd = dial(base_port + offset);
     char req[1024];
     snprintf(req, sizeof req,
              "GET /anything HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -152,6 +285,11 @@ static int ws_connect(const char *extra_headers, char *head, size_t cap)
     }
     head[n] = '\0';
     return fd;
+}
+
+static int ws_connect(const char *extra_headers, char *head, size_t cap)
+{
+    return ws_connect_to(1, extra_headers, head, cap);
 }
 
 static void send_frame(int fd, int fin, int opcode, const void *payload, size_t len, bool mask)
@@ -338,5 +476,118 @@ Test(ws, shutdown_sends_1001_going_away)
     size_t len;
     cr_assert_eq(read_frame(fd, buf, sizeof buf, &len), 8);
     cr_assert_eq(close_code(buf, len), 1001);
+    close(fd);
+}
+
+Test(ws, burst_from_another_thread_arrives_complete_and_in_order)
+{
+    char head[2048];
+    int fd = ws_connect("", head, sizeof head);
+    send_frame(fd, 1, 1, "burst", 5, true);
+    uint8_t buf[1024];
+    char want[400];
+    size_t len;
+    unsigned next = 0;
+    bool ping_sent = false, pong_seen = false;
+    for (;;) {
+        int op = read_frame(fd, buf, sizeof buf, &len);
+        cr_assert_neq(op, -1, "the stream ended after %u of %d frames", next, BURST);
+        if (op == 0xA) { /* our ping's answer, between two whole data frames */
+            cr_assert_eq(len, 4);
+            cr_assert_eq(memcmp(buf, "mid!", 4), 0);
+            pong_seen = true;
+            if (next > BURST) break;
+            continue;
+        }
+        cr_assert_eq(op, 1, "frame %u: opcode %d", next, op);
+        cr_assert_lt(next, BURST + 1u, "nothing after \"end\" but the pong");
+        if (next == BURST) {
+            cr_assert_eq(len, 3);
+            cr_assert_eq(memcmp(buf, "end", 3), 0);
+            if (pong_seen) break;
+            next++; /* the pong may come after everything already on its way */
+            continue;
+        }
+        size_t wl = burst_payload(next, want);
+        cr_assert_eq(len, wl, "frame %u: %zu bytes, want %zu", next, len, wl);
+        cr_assert_eq(memcmp(buf, want, wl), 0, "frame %u: wrong bytes (order or content)", next);
+        next++;
+        if (next == BURST / 4 && !ping_sent) { /* a control frame in the middle of the burst */
+            send_frame(fd, 1, 9, "mid!", 4, true);
+            ping_sent = true;
+        }
+    }
+    cr_assert(pong_seen, "the pong came back during the burst");
+    sender_join();
+    close(fd);
+}
+
+Test(ws, client_that_stops_reading_sends_from_another_thread_get_1013)
+{
+    char head[2048];
+    int fd = ws_connect("", head, sizeof head);
+    send_frame(fd, 1, 1, "tflood", 6, true);
+    sender_join(); /* it stops once the server gave up on us (or after 64 MiB) */
+    uint8_t *buf = malloc(1 << 17);
+    size_t len, total = 0;
+    int op, last = -1;
+    uint16_t code = 0;
+    while ((op = read_frame(fd, buf, 1 << 17, &len)) >= 0) {
+        last = op;
+        if (op == 8) {
+            code = close_code(buf, len);
+            break;
+        }
+        cr_assert_eq(op, 2);
+        cr_assert_eq(len, 65536, "whole frames only");
+        total += len;
+    }
+    free(buf);
+    cr_assert_lt(total, (size_t)64 << 20, "the server stopped queueing");
+    cr_assert_eq(last, 8, "the data ends with a close frame");
+    cr_assert_eq(code, 1013);
+    close(fd);
+}
+
+Test(ws, skip_policy_drops_older_frames_keeps_order_and_the_stream)
+{
+    char head[2048];
+    int fd = ws_connect_to(3, "", head, sizeof head); /* the shard port: SKIP policy */
+    cr_assert(strstr(head, "101"), "%s", head);
+    send_frame(fd, 1, 1, "snaps", 5, true);
+    /* Do not read until the server has skipped frames for us (the stall is the point). */
+    for (int i = 0; i < 1000 && (!atomic_load(&snd.started) || pylon_stream_skipped(snd.s) == 0);
+         i++)
+        usleep(10 * 1000);
+    cr_assert(atomic_load(&snd.started) && pylon_stream_skipped(snd.s) > 0,
+              "the stalled client skips frames");
+    static uint8_t buf[SKIP_FRAME + 16];
+    size_t len;
+    int64_t prev = -1;
+    unsigned frames = 0, gaps = 0;
+    for (;;) {
+        int op = read_frame(fd, buf, sizeof buf, &len);
+        cr_assert_neq(op, -1, "the stream stays open");
+        if (op == 1) {
+            cr_assert_eq(len, 4);
+            cr_assert_eq(memcmp(buf, "last", 4), 0);
+            send_frame(fd, 1, 1, "got", 3, true);
+            break;
+        }
+        cr_assert_eq(op, 2);
+        cr_assert_eq(len, SKIP_FRAME, "whole frames only");
+        uint32_t seq;
+        memcpy(&seq, buf, sizeof seq);
+        for (size_t i = sizeof seq; i < len; i++)
+            cr_assert_eq(buf[i], (uint8_t)(seq + i), "frame %u: wrong bytes at %zu", seq, i);
+        cr_assert_gt((int64_t)seq, prev, "frames stay in order (%u after %lld)", seq,
+                     (long long)prev);
+        if ((int64_t)seq > prev + 1) gaps++;
+        prev = seq;
+        if (++frames == 200) atomic_store(&snd.stop, true); /* reading again: let it finish */
+    }
+    cr_assert_geq(gaps, 1, "older frames were skipped");
+    sender_join();
+    cr_assert_gt(atomic_load(&snd.skipped), 0);
     close(fd);
 }
