@@ -238,7 +238,7 @@ static int http_once(int port, const char *req, char *out, size_t cap)
 
 typedef struct opts {
     int port, shard_port, shards, players, threads, tick_hz, input_hz, server_pid;
-    double duration, warmup, settle;
+    double duration, warmup, settle, connect_timeout;
     const char *admin, *label, *arena_config, *prefix;
 } opts;
 
@@ -657,25 +657,36 @@ static double prom_share_le(const prom_hist *a, const prom_hist *b, double bound
 typedef struct sample {
     double cpu;
     long rss;
-    uint64_t at;
+    uint64_t at, metrics_at; /* when CPU was read; when /metrics answered */
     prom_hist late, dur;
     bool ok;
+    const opts *o;
 } sample;
 
-static void take_sample(const opts *o, sample *s)
+/* CPU and RSS now; /metrics may take long when the server's loop is saturated (its answer waits
+ * behind the load), so it is fetched apart and its own time kept: the tick figures cover the
+ * span between the two answers. */
+static void sample_proc(const opts *o, sample *s)
 {
-    static char body[1 << 17];
-    char req[256];
-    snprintf(req, sizeof req,
-             "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n"
-             "Connection: close\r\n\r\n");
+    s->o = o;
     s->at = now_ns();
     s->cpu = proc_cpu_s(o->server_pid);
     s->rss = proc_rss_kb(o->server_pid);
-    int st = http_once(o->port, req, body, sizeof body);
+}
+
+static void *sample_metrics(void *arg)
+{
+    sample *s = arg;
+    static _Thread_local char body[1 << 17];
+    const char *req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n"
+                      "Connection: close\r\n\r\n";
+    body[0] = '\0';
+    int st = http_once(s->o->port, req, body, sizeof body);
+    s->metrics_at = now_ns();
     s->ok = st == 200;
     prom_parse(body, "pylon_shard_tick_lateness_seconds", &s->late);
     prom_parse(body, "pylon_shard_tick_duration_seconds", &s->dur);
+    return NULL;
 }
 
 /* ---- setup: sessions and shards over keep-alive connections ------------------------------- */
@@ -787,7 +798,7 @@ static void usage(void)
             "usage: bench_shards --port P --admin TOKEN --server-pid PID [--shard-port P+3]\n"
             "         [--shards 50] [--players 20 (per shard)] [--threads 2] [--tick-hz 20]\n"
             "         [--input-hz 20] [--duration 10] [--warmup 2] [--settle 1]\n"
-            "         [--arena-config JSON] [--prefix b] [--label NAME]\n");
+            "         [--arena-config JSON] [--prefix b] [--label NAME] [--connect-timeout 30]\n");
 }
 
 int main(int argc, char **argv)
@@ -800,17 +811,27 @@ int main(int argc, char **argv)
               .duration = 10,
               .warmup = 2,
               .settle = 1,
+              .connect_timeout = 30,
               .label = "run",
               .arena_config = "{}",
               .prefix = "b"};
-    static const struct option lo[] = {{"port", 1, 0, 'p'},       {"shard-port", 1, 0, 'P'},
-                                       {"shards", 1, 0, 's'},     {"players", 1, 0, 'n'},
-                                       {"threads", 1, 0, 't'},    {"tick-hz", 1, 0, 'T'},
-                                       {"input-hz", 1, 0, 'i'},   {"duration", 1, 0, 'd'},
-                                       {"warmup", 1, 0, 'w'},     {"settle", 1, 0, 'S'},
-                                       {"admin", 1, 0, 'a'},      {"label", 1, 0, 'l'},
-                                       {"server-pid", 1, 0, 'x'}, {"arena-config", 1, 0, 'c'},
-                                       {"prefix", 1, 0, 'f'},     {0, 0, 0, 0}};
+    static const struct option lo[] = {{"port", 1, 0, 'p'},
+                                       {"shard-port", 1, 0, 'P'},
+                                       {"shards", 1, 0, 's'},
+                                       {"players", 1, 0, 'n'},
+                                       {"threads", 1, 0, 't'},
+                                       {"tick-hz", 1, 0, 'T'},
+                                       {"input-hz", 1, 0, 'i'},
+                                       {"duration", 1, 0, 'd'},
+                                       {"warmup", 1, 0, 'w'},
+                                       {"settle", 1, 0, 'S'},
+                                       {"admin", 1, 0, 'a'},
+                                       {"label", 1, 0, 'l'},
+                                       {"server-pid", 1, 0, 'x'},
+                                       {"arena-config", 1, 0, 'c'},
+                                       {"prefix", 1, 0, 'f'},
+                                       {"connect-timeout", 1, 0, 'C'},
+                                       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -856,6 +877,9 @@ int main(int argc, char **argv)
         case 'c':
             o.arena_config = optarg;
             break;
+        case 'C':
+            o.connect_timeout = atof(optarg);
+            break;
         case 'f':
             o.prefix = optarg;
             break;
@@ -871,7 +895,7 @@ int main(int argc, char **argv)
         o.players > 1000 || total > 60000 || o.threads < 1 || o.threads > 16 || o.tick_hz < 1 ||
         o.tick_hz > 1000 || o.input_hz < 1 || o.input_hz > 1000 || o.duration <= 0 ||
         o.duration > 600 || o.warmup < 0 || o.warmup > 60 || o.settle < 0 || o.settle > 30 ||
-        strlen(o.prefix) > 20) {
+        o.connect_timeout <= 0 || o.connect_timeout > 120 || strlen(o.prefix) > 20) {
         usage();
         return 64;
     }
@@ -925,7 +949,7 @@ int main(int argc, char **argv)
     w0->jit = &scratch_h[1];
     w0->measure_from = w0->measure_to = UINT64_MAX;
     t0 = now_ns();
-    uint64_t connect_end = t0 + 120000000000ull;
+    uint64_t connect_end = t0 + (uint64_t)(o.connect_timeout * 1e9);
     int next = 0;
     while ((next < total || w0->connecting > 0) && now_ns() < connect_end) {
         while (next < total && w0->connecting < 256) {
@@ -986,11 +1010,15 @@ int main(int argc, char **argv)
     struct rusage ru0, ru1;
     sleep_until(mfrom);
     getrusage(RUSAGE_SELF, &ru0);
-    sample s0, s1;
-    take_sample(&o, &s0);
+    sample s0 = {0}, s1 = {0};
+    sample_proc(&o, &s0);
+    pthread_t mt;
+    bool mt_ok = pthread_create(&mt, NULL, sample_metrics, &s0) == 0;
     sleep_until(mto);
-    take_sample(&o, &s1);
+    sample_proc(&o, &s1);
     getrusage(RUSAGE_SELF, &ru1);
+    if (mt_ok) pthread_join(mt, NULL);
+    sample_metrics(&s1);
     for (int t = 0; t < o.threads; t++)
         pthread_join(th[t], NULL);
     long long skipped, dropped;
@@ -1022,7 +1050,9 @@ int main(int argc, char **argv)
         if (!first_error[0] && w->first_error[0])
             snprintf(first_error, sizeof first_error, "%s", w->first_error);
     }
-    double win = (double)(s1.at - s0.at) / 1e9;
+    double win = o.duration; /* the generator's own window (client-side counts) */
+    double swin = (double)(s1.at - s0.at) / 1e9;                 /* server CPU */
+    double mwin = (double)(s1.metrics_at - s0.metrics_at) / 1e9; /* /metrics */
     double scpu = s0.cpu >= 0 && s1.cpu >= 0 ? s1.cpu - s0.cpu : -1;
     double ccpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
                   (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
@@ -1031,7 +1061,7 @@ int main(int argc, char **argv)
     double ticks = s1.late.count - s0.late.count;
     long rss = s1.rss;
     printf("label=%s server=pylon shards=%d players=%d connected=%d open_end=%d mint_s=%.2f "
-           "connect_s=%.2f window_s=%.2f ticks_per_s=%.1f ticks_expected=%d"
+           "connect_s=%.2f window_s=%.2f metrics_window_s=%.2f ticks_per_s=%.1f ticks_expected=%d"
            " late_p50_ms=%.3f late_p99_ms=%.3f late_le2ms=%.4f late_mean_ms=%.3f"
            " tickdur_p50_ms=%.3f tickdur_p99_ms=%.3f"
            " inputs_per_s=%.0f inputs_failed=%" PRId64
@@ -1041,19 +1071,20 @@ int main(int argc, char **argv)
            " rss_mb=%.1f rss_base_mb=%.1f kb_per_player=%.1f client_cpu=%.2f"
            " frames_skipped=%lld inputs_dropped=%lld shards_running=%d closed=%d closed_codes=%s"
            " bad_frames=%" PRId64 " metrics_ok=%d%s%s\n",
-           o.label, o.shards, total, connected, open, mint_s, connect_s, win,
-           win > 0 ? ticks / win : 0, o.shards * o.tick_hz, prom_pct_ms(&s0.late, &s1.late, 50),
+           o.label, o.shards, total, connected, open, mint_s, connect_s, swin, mwin,
+           mwin > 0 ? ticks / mwin : 0, o.shards * o.tick_hz, prom_pct_ms(&s0.late, &s1.late, 50),
            prom_pct_ms(&s0.late, &s1.late, 99), prom_share_le(&s0.late, &s1.late, 0.002),
            ticks > 0 ? (s1.late.sum - s0.late.sum) / ticks * 1000 : -1,
            prom_pct_ms(&s0.dur, &s1.dur, 50), prom_pct_ms(&s0.dur, &s1.dur, 99),
            win > 0 ? (double)inputs / win : 0, in_failed, win > 0 ? (double)frames / win : 0,
            connected * o.tick_hz, missed, win > 0 ? (double)bytes / win / 1024 : 0,
            hist_pct_ms(lat, 50), hist_pct_ms(lat, 99), (double)lat->max_ns / 1e6, acks,
-           hist_pct_ms(jit, 50), hist_pct_ms(jit, 99), win > 0 && scpu >= 0 ? scpu / win : -1,
-           win > 0 && scpu >= 0 ? scpu * 1000 / ((double)connected * win) : -1, rss / 1024.0,
+           hist_pct_ms(jit, 50), hist_pct_ms(jit, 99), swin > 0 && scpu >= 0 ? scpu / swin : -1,
+           swin > 0 && scpu >= 0 ? scpu * 1000 / ((double)connected * swin) : -1, rss / 1024.0,
            rss_base / 1024.0, rss > 0 && rss_base > 0 ? (double)(rss - rss_base) / connected : -1,
-           win > 0 ? ccpu / win : 0, skipped, dropped, running, closed, codes[0] ? codes : "-", bad,
-           s0.ok && s1.ok, first_error[0] ? " error=" : "", first_error[0] ? "see-stderr" : "");
+           swin > 0 ? ccpu / swin : 0, skipped, dropped, running, closed, codes[0] ? codes : "-",
+           bad, s0.ok && s1.ok, first_error[0] ? " error=" : "",
+           first_error[0] ? "see-stderr" : "");
     if (first_error[0]) fprintf(stderr, "bench_shards: first error: %s\n", first_error);
     if (w0->first_error[0]) fprintf(stderr, "bench_shards: connect: %s\n", w0->first_error);
     fflush(stdout);
