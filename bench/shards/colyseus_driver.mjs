@@ -228,7 +228,7 @@ const f = (v, d) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(d) 
 console.log(
   [
     `label=${LABEL} server=colyseus shards=${ROOMS} players=${ROOMS * PER} connected=${connected} open_end=${open}`,
-    `mint_s=0 connect_s=${f(connectS, 2)} window_s=${f(win, 2)} ticks_per_s=${f(st.ticks / win, 1)} ticks_expected=${ROOMS * 20}`,
+    `mint_s=0 connect_s=${f(connectS, 2)} window_s=${f(win, 2)} ticks_per_s=${f(st.ticks / st.secs, 1)} ticks_expected=${ROOMS * 20}`,
     `late_p50_ms=${f(st.p50, 3)} late_p99_ms=${f(st.p99, 3)} late_le2ms=${f(st.le2ms, 4)} late_mean_ms=${f(st.mean, 3)}`,
     `tickdur_p50_ms=- tickdur_p99_ms=- inputs_per_s=${f(inputs / win, 0)} inputs_failed=${inputsFailed}`,
     `fps=${f(frames / win, 0)} fps_expected=${connected * 20} missed_ticks=-`,

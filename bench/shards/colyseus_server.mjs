@@ -39,7 +39,7 @@ defineTypes(ArenaState, { players: { map: Player } });
 
 // Lateness histogram, 10 µs buckets up to 1 s (the last one collects the rest).
 const BUCKETS = 100001;
-let late = new Float64Array(BUCKETS), lateN = 0, lateSum = 0, lateMax = 0, ticks = 0;
+let late = new Float64Array(BUCKETS), lateN = 0, lateSum = 0, lateMax = 0, ticks = 0, resetAt = performance.now();
 function addLate(ms) {
   const i = Math.min(BUCKETS - 1, Math.floor(ms * 100));
   late[i]++;
@@ -125,12 +125,13 @@ http
     if (req.url === '/reset') {
       late = new Float64Array(BUCKETS);
       lateN = lateSum = lateMax = ticks = 0;
+      resetAt = performance.now();
       res.end('{}');
       return;
     }
     let le2 = 0;
     for (let i = 0; i < 200; i++) le2 += late[i]; // buckets [0, 2 ms)
     res.setHeader('Content-Type', 'application/json');
-    res.end(JSON.stringify({ ticks, n: lateN, p50: pct(50), p99: pct(99), mean: lateN ? lateSum / lateN : 0, max: lateMax, le2ms: lateN ? le2 / lateN : -1 }));
+    res.end(JSON.stringify({ ticks, secs: (performance.now() - resetAt) / 1000, n: lateN, p50: pct(50), p99: pct(99), mean: lateN ? lateSum / lateN : 0, max: lateMax, le2ms: lateN ? le2 / lateN : -1 }));
   })
   .listen(PORT + 1, '127.0.0.1', () => console.log('ready'));

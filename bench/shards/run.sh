@@ -4,17 +4,19 @@
 #   pylon     tools/pylon dev; bench_shards (shards.c) mints a session per player, creates the
 #             shards (POST /api/shards, kind arena) and plays every player over the shard
 #             WebSocket (port+3)
+#   pylon-aoi the same with the arena's default area of interest (each player sees the players
+#             within 2 cells of 100 units, about a quarter of its shard): opt-in (SERVERS)
 #   colyseus  colyseus_server.mjs (@colyseus/core 0.16 + ws-transport, schema 3), driven by
 #             colyseus_driver.mjs (colyseus.js 0.16, one Client/Room per player)
-# Scenarios: (a) each count of FIXED (500 = 25 x 20 and 1 000 = 50 x 20) on both servers, their
+# Scenarios: (a) each count of FIXED (200 = 10 x 20 and 1 000 = 50 x 20) on both servers, their
 # order alternating from round to round; (b) pylon alone at each count of GROW (20 players per
 # shard); the largest count whose median tick lateness p99 stays under 2 ms with >= 95 % of the
 # frames delivered is reported. Loopback only; every run is bounded (warmup + duration of load, a hard deadline in
 # both generators). Full run: about 10 minutes; --quick: about 1 minute.
 # Usage: bench/shards/run.sh [--quick]
-#   env: DURATION (10 s measured), WARMUP (2 s), ROUNDS (3), FIXED ("500 1000"), GROW ("200 2000
-#        5000 10000"), PER_SHARD (20), SERVERS ("pylon colyseus"), THREADS (generator threads, 2),
-#        ARENA_CONFIG (pylon's arena config, default: an area of interest that covers the whole
+#   env: DURATION (10 s measured), WARMUP (2 s), ROUNDS (3), FIXED ("200 1000"), GROW ("2000 5000
+#        10000"), PER_SHARD (20), SERVERS ("pylon colyseus"), THREADS (generator threads, 2),
+#        KEEP (a file to append every raw result line to), ARENA_CONFIG (pylon's arena config, default: an area of interest that covers the whole
 #        1000 x 1000 world, as a Colyseus room shows every player), BUILD (build).
 #        PYLON_* variables reach the pylon server.
 set -euo pipefail
@@ -24,8 +26,8 @@ BUILD=${BUILD:-build}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-3}
-FIXED=${FIXED:-"500 1000"}
-GROW=${GROW:-"200 2000 5000 10000"}
+FIXED=${FIXED:-"200 1000"}
+GROW=${GROW:-"2000 5000 10000"}
 PER_SHARD=${PER_SHARD:-20}
 SERVERS=${SERVERS:-"pylon colyseus"}
 THREADS=${THREADS:-2}
@@ -55,7 +57,7 @@ start_server() { # name port -> SPID, waits until it answers
   local name=$1 p=$2 d="$TMP/srv-$1"
   rm -rf "$d"; mkdir -p "$d"
   case $name in
-    pylon)
+    pylon | pylon-aoi)
       (cd "$d" && PYLON_DB_PATH="$d/data.db" PYLON_ADMIN_TOKEN="$ADMIN" PYLON_LOG_LEVEL=warn \
         PYLON_MAX_STREAMS_PER_IP=100000 PYLON_RATE_LIMIT_MAX=100000000 \
         exec "$PYLON" dev --port "$p" >"$d/log" 2>&1) &
@@ -66,7 +68,8 @@ start_server() { # name port -> SPID, waits until it answers
       SPID=$!
       for _ in $(seq 200); do grep -qs ready "$d/log" && return 0; sleep 0.05; done ;;
   esac
-  echo "bench/shards: $name did not start:"; cat "$d/log"; exit 1
+  kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=
+  cp "$d/log" "$TMP/last-start.log"; return 1
 }
 
 stop_server() {
@@ -79,12 +82,15 @@ stop_server() {
 measure() {
   local key=$1 name=$2 players=$3 p line shards
   shards=$((players / PER_SHARD))
-  p=$(port)
-  start_server "$name" "$p"
-  if [ "$name" = pylon ]; then
+  # a random port may be taken (other benches share the machine): three tries
+  for _ in 1 2 3; do p=$(port); start_server "$name" "$p" && break; done
+  [ -n "$SPID" ] || { echo "bench/shards: $name did not start:"; cat "$TMP/last-start.log"; exit 1; }
+  if [ "$name" != colyseus ]; then
+    local cfg=$ARENA_CONFIG
+    [ "$name" = pylon-aoi ] && cfg='{}'
     line=$(timeout 200 "$GEN" --port "$p" --admin "$ADMIN" --server-pid "$SPID" --shards "$shards" \
       --players "$PER_SHARD" --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" \
-      --arena-config "$ARENA_CONFIG" --label "$key/$name" 2>"$TMP/gen.err") || true
+      --arena-config "$cfg" --label "$key/$name" 2>"$TMP/gen.err") || true
   else
     line=$(timeout 200 node "$ROOT/bench/shards/colyseus_driver.mjs" --port "$p" --server-pid "$SPID" \
       --rooms "$shards" --players "$PER_SHARD" --duration "$DURATION" --warmup "$WARMUP" \
@@ -94,6 +100,7 @@ measure() {
   if [ -z "$line" ]; then echo "    $key $name: generator failed:"; cat "$TMP/gen.err"; return 0; fi
   [ -s "$TMP/gen.err" ] && sed 's/^/      /' "$TMP/gen.err" | head -3
   echo "$line" >>"$TMP/results"
+  [ -n "${KEEP:-}" ] && echo "$line" >>"$KEEP"
   echo "$line" | awk -v k="$key" -v n="$name" '{
       for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
       printf "    %-6s %-8s %5s players: late p50 %6s p99 %6s ms (<=2ms %s) fps %6s/%6s in->snap p50 %6s p99 %6s ms jit p99 %6s cpu %s (%s ms/player-s) %s KiB/player client %s\n",
@@ -106,7 +113,7 @@ echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /pro
 echo "node $(node --version); ${DURATION}s measured after ${WARMUP}s warmup, $ROUNDS round(s); pylon arena config $ARENA_CONFIG"
 : >"$TMP/results"
 for round in $(seq "$ROUNDS"); do
-  echo "  round $round"
+  echo "  round $round (load $(cut -d' ' -f1-3 /proc/loadavg))"
   order=$SERVERS
   [ $((round % 2)) = 0 ] && order=$(echo "$SERVERS" | tr ' ' '\n' | tac | tr '\n' ' ')
   for n in $FIXED; do for s in $order; do measure "f$n" "$s" "$n"; done; done
