@@ -134,13 +134,16 @@ function attach(p) {
 async function join(i) {
   const k = Math.floor(i / PER);
   const p = { i, seq: 0, ack: 0, sent: new Float64Array(64), lastFrame: 0, open: false, rng: (2166136261 ^ Math.imul(i, 16777619)) >>> 0, dx: 0, dy: 0 };
-  try {
-    p.room = await client.joinOrCreate('arena', { room: k, sid: `p${i}` });
-    p.open = true;
-    attach(p);
-    players.push(p);
-  } catch (err) {
-    if (!firstError) firstError = `join: ${err.message}`;
+  for (let attempt = 0; attempt < 3 && !p.open; attempt++) { // a refused join is retried twice
+    try {
+      p.room = await client.joinOrCreate('arena', { room: k, sid: `p${i}` });
+      p.open = true;
+      attach(p);
+      players.push(p);
+    } catch (err) {
+      if (!firstError) firstError = `join: ${err.message}`;
+      await sleep(300);
+    }
   }
 }
 

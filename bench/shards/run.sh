@@ -50,7 +50,8 @@ SPID=
 cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 port() { echo $((20000 + RANDOM % 30000)); }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR) print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2); else print "-"}'; }
+# median of the numeric, non-negative values (-1 or "-": not measured in that run)
+median() { awk '$1 ~ /^[0-9.]+$/' | sort -g | awk '{a[NR]=$1} END {if (NR) print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2); else print "-"}'; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; } # key=value from a result line
 
 start_server() { # name port -> SPID, waits until it answers
