@@ -11,14 +11,15 @@
 # Scenarios: (a) each count of FIXED (200 = 10 x 20 and 1 000 = 50 x 20) on both servers, their
 # order alternating from round to round; (b) pylon alone at each count of GROW (20 players per
 # shard); the largest count whose median tick lateness p99 stays under 2 ms with >= 95 % of the
-# frames delivered is reported. Loopback only; every run is bounded (warmup + duration of load, a hard deadline in
-# both generators). Full run: about 10 minutes; --quick: about 1 minute.
+# frames delivered is reported. Loopback only; every run is bounded (warmup + duration of load,
+# a 30 s connect phase, a hard deadline in both generators, `timeout 200`).
+# Full run: about 12 minutes; --quick: about 1 minute (1 000 players on both, pylon at 2 000).
 # Usage: bench/shards/run.sh [--quick]
 #   env: DURATION (10 s measured), WARMUP (2 s), ROUNDS (3), FIXED ("200 1000"), GROW ("2000 5000
-#        10000"), PER_SHARD (20), SERVERS ("pylon colyseus"), THREADS (generator threads, 2),
-#        KEEP (a file to append every raw result line to), ARENA_CONFIG (pylon's arena config, default: an area of interest that covers the whole
-#        1000 x 1000 world, as a Colyseus room shows every player), BUILD (build).
-#        PYLON_* variables reach the pylon server.
+#        10000"), PER_SHARD (20), SERVERS ("pylon colyseus"; add pylon-aoi), THREADS (generator
+#        threads, 2), KEEP (a file to append every raw result line to), ARENA_CONFIG (pylon's
+#        arena config; default: an area of interest covering the whole 1000 x 1000 world, as a
+#        Colyseus room shows every player), BUILD (build). PYLON_* variables reach pylon.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
