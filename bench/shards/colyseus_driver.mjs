@@ -222,7 +222,11 @@ await new Promise((resolve) => {
 for (let i = 0; i < 100 && !samples.stats; i++) await sleep(50);
 
 // 3. Figures: the same keys as bench_shards.
-const win = (samples.t1 - samples.t0) / 1000;
+// Client-side counts over the planned window; the server's CPU over the sampled one. A driver
+// whose event loop was blocked samples both ends late and close together: then CPU is not
+// measured (printed as "-") rather than divided by a tiny window.
+const win = DURATION;
+const swin = (samples.t1 - samples.t0) / 1000 >= 0.5 * DURATION ? (samples.t1 - samples.t0) / 1000 : NaN;
 const st = samples.stats ?? {};
 const scpu = samples.c0 >= 0 && samples.c1 >= 0 ? samples.c1 - samples.c0 : -1;
 const ccpu = samples.u1 ? (samples.u1.user - samples.u0.user + samples.u1.system - samples.u0.system) / 1e6 : 0;
@@ -236,9 +240,9 @@ console.log(
     `tickdur_p50_ms=- tickdur_p99_ms=- inputs_per_s=${f(inputs / win, 0)} inputs_failed=${inputsFailed}`,
     `fps=${f(frames / win, 0)} fps_expected=${connected * 20} missed_ticks=-`,
     `frame_kb_s=- lat_p50_ms=${f(lat.pct(50), 2)} lat_p99_ms=${f(lat.pct(99), 2)} lat_max_ms=${f(lat.max, 2)} lat_n=${acks}`,
-    `jit_p50_ms=${f(jit.pct(50), 2)} jit_p99_ms=${f(jit.pct(99), 2)} server_cpu=${f(scpu / win, 3)}`,
-    `cpu_ms_per_player_s=${f((scpu * 1000) / (connected * win), 4)} rss_mb=${f(samples.rss / 1024, 1)} rss_base_mb=${f(rssBase / 1024, 1)}`,
-    `kb_per_player=${f((samples.rss - rssBase) / connected, 1)} client_cpu=${f(ccpu / win, 2)}`,
+    `jit_p50_ms=${f(jit.pct(50), 2)} jit_p99_ms=${f(jit.pct(99), 2)} server_cpu=${f(scpu / swin, 3)}`,
+    `cpu_ms_per_player_s=${f((scpu * 1000) / (connected * swin), 4)} rss_mb=${f(samples.rss / 1024, 1)} rss_base_mb=${f(rssBase / 1024, 1)}`,
+    `kb_per_player=${f((samples.rss - rssBase) / connected, 1)} client_cpu=${f(ccpu / swin, 2)}`,
     `frames_skipped=- inputs_dropped=- shards_running=${ROOMS} closed=${closed} closed_codes=- bad_frames=0 metrics_ok=${samples.stats ? 1 : 0}${firstError ? ' error=see-stderr' : ''}`,
   ].join(' '),
 );
