@@ -239,7 +239,7 @@ static int http_once(int port, const char *req, char *out, size_t cap)
 typedef struct opts {
     int port, shard_port, shards, players, threads, tick_hz, input_hz, server_pid;
     double duration, warmup, settle, connect_timeout;
-    const char *admin, *label, *arena_config, *prefix;
+    const char *admin, *label, *arena_config, *prefix, *kind;
 } opts;
 
 enum { S_IDLE, S_CONNECTING, S_HANDSHAKE, S_OPEN, S_CLOSED, S_FAILED };
@@ -734,9 +734,9 @@ static int create_shards(const opts *o, char *err, size_t errlen)
     for (int i = 0; i < o->shards; i++) {
         char b[1024];
         int bl = snprintf(b, sizeof b,
-                          "{\"id\":\"%s%d\",\"kind\":\"arena\",\"tick_rate_hz\":%d,"
+                          "{\"id\":\"%s%d\",\"kind\":\"%s\",\"tick_rate_hz\":%d,"
                           "\"idle_ticks_before_shutdown\":0,\"max_subscribers\":0,\"config\":%s}",
-                          o->prefix, i, o->tick_hz, o->arena_config);
+                          o->prefix, i, o->kind, o->tick_hz, o->arena_config);
         int rl = snprintf(req, sizeof req,
                           "POST /api/shards HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                           "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
@@ -798,7 +798,8 @@ static void usage(void)
             "usage: bench_shards --port P --admin TOKEN --server-pid PID [--shard-port P+3]\n"
             "         [--shards 50] [--players 20 (per shard)] [--threads 2] [--tick-hz 20]\n"
             "         [--input-hz 20] [--duration 10] [--warmup 2] [--settle 1]\n"
-            "         [--arena-config JSON] [--prefix b] [--label NAME] [--connect-timeout 30]\n");
+            "         [--arena-config JSON] [--prefix b] [--label NAME] [--connect-timeout 30]\n"
+            "         [--kind arena (a simulation with the arena's input and snapshot)]\n");
 }
 
 int main(int argc, char **argv)
@@ -814,24 +815,17 @@ int main(int argc, char **argv)
               .connect_timeout = 30,
               .label = "run",
               .arena_config = "{}",
-              .prefix = "b"};
-    static const struct option lo[] = {{"port", 1, 0, 'p'},
-                                       {"shard-port", 1, 0, 'P'},
-                                       {"shards", 1, 0, 's'},
-                                       {"players", 1, 0, 'n'},
-                                       {"threads", 1, 0, 't'},
-                                       {"tick-hz", 1, 0, 'T'},
-                                       {"input-hz", 1, 0, 'i'},
-                                       {"duration", 1, 0, 'd'},
-                                       {"warmup", 1, 0, 'w'},
-                                       {"settle", 1, 0, 'S'},
-                                       {"admin", 1, 0, 'a'},
-                                       {"label", 1, 0, 'l'},
-                                       {"server-pid", 1, 0, 'x'},
-                                       {"arena-config", 1, 0, 'c'},
-                                       {"prefix", 1, 0, 'f'},
-                                       {"connect-timeout", 1, 0, 'C'},
-                                       {0, 0, 0, 0}};
+              .prefix = "b",
+              .kind = "arena"};
+    static const struct option lo[] = {{"port", 1, 0, 'p'},       {"shard-port", 1, 0, 'P'},
+                                       {"shards", 1, 0, 's'},     {"players", 1, 0, 'n'},
+                                       {"threads", 1, 0, 't'},    {"tick-hz", 1, 0, 'T'},
+                                       {"input-hz", 1, 0, 'i'},   {"duration", 1, 0, 'd'},
+                                       {"warmup", 1, 0, 'w'},     {"settle", 1, 0, 'S'},
+                                       {"admin", 1, 0, 'a'},      {"label", 1, 0, 'l'},
+                                       {"server-pid", 1, 0, 'x'}, {"arena-config", 1, 0, 'c'},
+                                       {"prefix", 1, 0, 'f'},     {"connect-timeout", 1, 0, 'C'},
+                                       {"kind", 1, 0, 'k'},       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -880,6 +874,9 @@ int main(int argc, char **argv)
         case 'C':
             o.connect_timeout = atof(optarg);
             break;
+        case 'k':
+            o.kind = optarg;
+            break;
         case 'f':
             o.prefix = optarg;
             break;
@@ -895,7 +892,8 @@ int main(int argc, char **argv)
         o.players > 1000 || total > 60000 || o.threads < 1 || o.threads > 16 || o.tick_hz < 1 ||
         o.tick_hz > 1000 || o.input_hz < 1 || o.input_hz > 1000 || o.duration <= 0 ||
         o.duration > 600 || o.warmup < 0 || o.warmup > 60 || o.settle < 0 || o.settle > 30 ||
-        o.connect_timeout <= 0 || o.connect_timeout > 120 || strlen(o.prefix) > 20) {
+        o.connect_timeout <= 0 || o.connect_timeout > 120 || strlen(o.prefix) > 20 ||
+        strlen(o.kind) > 60) {
         usage();
         return 64;
     }
