@@ -22,8 +22,13 @@ struct pylon_loop {
     uv_async_t async;
     pylon_mpsc tasks;
     atomic_bool stopping;
-    pthread_t thread;
-    bool started;
+    pthread_t thread; /* for the join (the starting thread only) */
+    bool started;     /* the starting thread only */
+    /* The loop thread's identity, published by the loop thread itself before it runs any
+     * task: pthread_create may store `thread` after the new thread already runs tasks (queued
+     * before the start) that ask pylon_loop_on_thread. */
+    pthread_t self;
+    atomic_bool running;
     char name[32];
     _Atomic uint64_t tasks_run, wakeups;
 };
@@ -86,7 +91,11 @@ static void on_async(uv_async_t *async)
 static void *loop_thread(void *arg)
 {
     pylon_loop *loop = arg;
+    loop->self = pthread_self();
+    atomic_store_explicit(&loop->running, true, memory_order_release);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
+    /* Its id may be reused by a later thread: not "on the loop thread" any more. */
+    atomic_store_explicit(&loop->running, false, memory_order_release);
     return NULL;
 }
 
@@ -153,7 +162,8 @@ uv_loop_t *pylon_loop_uv(pylon_loop *loop)
 
 bool pylon_loop_on_thread(const pylon_loop *loop)
 {
-    return loop->started && pthread_equal(pthread_self(), loop->thread);
+    return atomic_load_explicit(&((pylon_loop *)loop)->running, memory_order_acquire) &&
+           pthread_equal(pthread_self(), loop->self);
 }
 
 const char *pylon_loop_name(const pylon_loop *loop)
