@@ -22,8 +22,13 @@ struct pylon_loop {
     uv_async_t async;
     pylon_mpsc tasks;
     atomic_bool stopping;
-    pthread_t thread;
-    bool started;
+    pthread_t thread; /* written by pthread_create: for the join only */
+    bool started;     /* the creating thread's own flag (start, destroy) */
+    /* The loop thread's id, written by that thread before uv_run and published by on_loop
+     * (release): pthread_create may store `thread` after the new thread already runs tasks
+     * that ask pylon_loop_on_thread, so other threads must never read `thread`. */
+    pthread_t self;
+    atomic_bool on_loop;
     char name[32];
     _Atomic uint64_t tasks_run, wakeups;
 };
@@ -86,6 +91,8 @@ static void on_async(uv_async_t *async)
 static void *loop_thread(void *arg)
 {
     pylon_loop *loop = arg;
+    loop->self = pthread_self();
+    atomic_store_explicit(&loop->on_loop, true, memory_order_release);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
     return NULL;
 }
@@ -153,7 +160,9 @@ uv_loop_t *pylon_loop_uv(pylon_loop *loop)
 
 bool pylon_loop_on_thread(const pylon_loop *loop)
 {
-    return loop->started && pthread_equal(pthread_self(), loop->thread);
+    /* Before the thread has published its id, no thread is the loop's. */
+    return atomic_load_explicit(&((pylon_loop *)loop)->on_loop, memory_order_acquire) &&
+           pthread_equal(pthread_self(), loop->self);
 }
 
 const char *pylon_loop_name(const pylon_loop *loop)
