@@ -263,6 +263,23 @@ static void close_streams(io_loop *io, void *arg)
     }
 }
 
+/* What is still open after the flush wait: a peer that does not read (its socket buffers
+ * full, or it never answers our close) would keep its connection forever, and the loop's
+ * teardown closes handles without their close callbacks, leaking the connection, its queued
+ * writes and what its stream's endpoint holds (a shard subscription, a sync session). Closing
+ * here runs on_close and frees all of it; queued writes are cancelled and their buffers
+ * released by libuv. */
+static void close_all(io_loop *io, void *arg)
+{
+    (void)arg;
+    pylon_conn *c = io->conns;
+    while (c) {
+        pylon_conn *next = c->next;
+        pylon_conn_close(c);
+        c = next;
+    }
+}
+
 static void sleep_ms(unsigned ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
@@ -293,7 +310,12 @@ void pylon_http_server_shutdown(pylon_http_server *srv, unsigned drain_s)
     for (;;) {
         unsigned open = 0;
         on_every_loop(srv, count_open, &open);
-        if (open == 0 || pylon_clock_now_ns() >= flush_deadline) break;
+        if (open == 0) break;
+        if (pylon_clock_now_ns() >= flush_deadline) {
+            pylon_log_warn("http", "%u connection(s) not flushed after 2 s: closed", open);
+            on_every_loop(srv, close_all, NULL);
+            break;
+        }
         sleep_ms(10);
     }
 }

@@ -498,11 +498,31 @@ static void run_tick(pylon_shard *s)
         stop_shard(s, STOP_IDLE);
 }
 
+/* Actor only: closes every subscriber's stream and drops the shard's reference to it. A
+ * stopped shard sends nothing more, and a client left on a silent socket would never know to
+ * reconnect or move on. The close goes through the stream's outbox (after any frame already
+ * sent); the connection's on_close then finds no subscriber, which is fine. */
+static void close_subscribers(pylon_shard *s, uint16_t code, const char *reason)
+{
+    for (size_t i = 0; i < s->nsubs; i++) {
+        if (pylon_stream_is_open(s->subs[i].stream))
+            pylon_stream_close(s->subs[i].stream, code, reason);
+        pylon_stream_release(s->subs[i].stream);
+    }
+    atomic_fetch_sub(&s->nsubs_atomic, (uint32_t)s->nsubs);
+    s->nsubs = 0;
+}
+
 /* Finished, idle and removed shards are gone for good (a restart does not bring them back);
  * at shutdown the state is saved one last time and comes back with the next start. */
 static void stop_shard(pylon_shard *s, stop_why why)
 {
     if (!atomic_exchange(&s->running, false)) return;
+    /* Not at shutdown: the server has closed every stream with 1001 already, and its loops
+     * may be gone by the time the shards stop. */
+    if (why == STOP_REMOVED) close_subscribers(s, 1001, "shard deleted");
+    if (why == STOP_FINISHED) close_subscribers(s, 1000, "shard finished");
+    if (why == STOP_IDLE) close_subscribers(s, 1001, "shard stopped (idle)");
     if (why == STOP_SHUTDOWN)
         checkpoint_save(s);
     else
@@ -566,12 +586,20 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
     }
     case MSG_SUBSCRIBE: {
         sub_msg *sm = (sub_msg *)m;
+        if (!atomic_load(&s->running)) { /* it raced the stop: refused as if it came after */
+            pylon_stream_close(sm->stream, 1013, "shard is stopped");
+            pylon_stream_release(sm->stream);
+            sm->stream = NULL;
+            atomic_fetch_sub(&s->nsubs_atomic, 1);
+            break;
+        }
         if (s->nsubs == s->subs_cap) {
             size_t cap = s->subs_cap ? s->subs_cap * 2 : 16;
             subscriber *ns = realloc(s->subs, cap * sizeof *ns);
             if (!ns) {
                 pylon_stream_close(sm->stream, 1013, "shard out of memory");
                 pylon_stream_release(sm->stream);
+                sm->stream = NULL;
                 atomic_fetch_sub(&s->nsubs_atomic, 1);
                 break;
             }
@@ -586,6 +614,7 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
         sub->last_hash = sub->last_tick = 0;
         sub->seen_skips = pylon_stream_skipped(sm->stream);
         snprintf(sub->sid, sizeof sub->sid, "%s", sm->sid);
+        sm->stream = NULL; /* the subscriber holds the reference now */
         break;
     }
     case MSG_UNSUBSCRIBE: {
@@ -666,6 +695,15 @@ pylon_shard_result pylon_shard_input(pylon_shard *s, const char *sid, const char
     return PYLON_SHARD_OK;
 }
 
+/* A MSG_SUBSCRIBE holds a stream reference until the behaviour takes it; one that is never
+ * delivered (the actor stopped before it) releases it here, or the stream would leak. */
+static void sub_msg_release(pylon_msg *m)
+{
+    sub_msg *sm = (sub_msg *)m;
+    if (sm->stream) pylon_stream_release(sm->stream);
+    free(sm);
+}
+
 pylon_shard_result pylon_shard_subscribe(pylon_shard *s, pylon_stream *st, const char *sid,
                                          pylon_shard_format fmt)
 {
@@ -680,7 +718,7 @@ pylon_shard_result pylon_shard_subscribe(pylon_shard *s, pylon_stream *st, const
         atomic_fetch_sub(&s->nsubs_atomic, 1);
         return PYLON_SHARD_FULL;
     }
-    pylon_msg_init(&m->msg, MSG_SUBSCRIBE, NULL);
+    pylon_msg_init(&m->msg, MSG_SUBSCRIBE, sub_msg_release);
     pylon_stream_retain(st);
     m->stream = st;
     m->fmt = fmt;

@@ -11,13 +11,15 @@
 // Known failures (server bugs; see the comments above each test):
 //   4b  frames_skipped stays 0 although a stalled subscriber demonstrably skips frames;
 //   6b  a negative client_seq is taken as 2^64-1 and freezes "ack" for good;
-//   9b  SIGSEGV (use after free of the shard's actor) when a subscriber of a deleted shard
-//       disconnects (runs last, on a server of its own).
+//
+// Tests 9-9c (last, on a server of their own): a shard that stops for good (DELETE, finished)
+// closes its subscribers' sockets: WebSocket 1001 "shard deleted" / 1000 "shard finished", the
+// SSE response ends; subscribers that disconnect as the shard is deleted do not crash it.
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
-import { assertErrorEnvelope, request, sleep } from './lib/http.mjs';
+import { RawConn, assertErrorEnvelope, rawGet, request, sleep } from './lib/http.mjs';
 import { startPylon } from './lib/server.mjs';
 import { ShardClient, aoiCell, arenaSpawn } from './lib/shard-client.mjs';
 
@@ -26,6 +28,7 @@ const ADMIN = 'c0ffee00'.repeat(8); // 64 hex
 let srv; // the server the helpers talk to
 const servers = [];
 const clients = [];
+const sseConns = [];
 
 /** A JSON request; `token` goes in Authorization: Bearer. */
 async function api(method, path, { body, token } = {}) {
@@ -88,6 +91,15 @@ function connect(url, opts) {
   return c;
 }
 
+/** GET /api/shards/<shard>/connect as `user` (raw socket); resolves once `expect` arrived. */
+async function shardSse(shard, user, expect = 'id: ') {
+  const c = await RawConn.open(srv.port);
+  sseConns.push(c);
+  await c.write(rawGet(`/api/shards/${shard}/connect?sid=${encodeURIComponent(user.user_id)}`, `Accept: text/event-stream\r\nAuthorization: Bearer ${user.token}\r\n`));
+  await c.waitForText(expect, 3000);
+  return c;
+}
+
 /** Connects `user` to `shard` as itself and waits for the first frame. */
 async function subscriber(shard, user, opts = {}) {
   const c = connect(shardUrl(shard, user.user_id, opts), { token: user.token, ...opts });
@@ -119,9 +131,11 @@ async function startServer() {
 before(startServer);
 afterEach(() => {
   for (const c of clients.splice(0)) c.close();
+  for (const c of sseConns.splice(0)) c.destroy();
 });
 after(async () => {
   for (const c of clients.splice(0)) c.close();
+  for (const c of sseConns.splice(0)) c.destroy();
   for (const s of servers) await s.dispose();
 });
 
@@ -563,22 +577,20 @@ describe('shards', { timeout: 55000 }, () => {
 // Last, on a server of its own: the shard is deleted under a live subscriber.
 describe('shards: DELETE under a live subscriber (own server)', { timeout: 20000 }, () => {
   before(startServer);
-  let orphan; // test 9's subscriber of the deleted shard, still connected; 9b disconnects it
 
-  it('9. DELETE: 404 afterwards, subscribers stop receiving frames, the id is reusable', async () => {
+  it('9. DELETE: subscribers are closed (1001 "shard deleted", SSE ends), 404 afterwards, the id is reusable', async () => {
     await createShard({ id: 'doomed' });
     const ud = await guest();
     const cd = await subscriber('doomed', ud);
-    clients.splice(clients.indexOf(cd), 1); // stays connected for 9b
-    orphan = cd;
+    const sse = await shardSse('doomed', ud);
     const del = await api('DELETE', '/api/shards/doomed', { token: ADMIN });
     assert.equal(del.status, 200, del.body);
+    const { code, reason } = await cd.closed(3000);
+    assert.equal(code, 1001, 'the WebSocket subscriber gets a close frame');
+    assert.equal(reason, 'shard deleted');
+    assert.ok(await sse.waitClosed(3000), 'the SSE subscriber\'s response ends');
     assertErrorEnvelope(await api('GET', '/api/shards/doomed'), 404, 'SHARD_NOT_FOUND');
     assertErrorEnvelope(await api('POST', '/api/shards/doomed/input', { token: ud.token, body: { input: {} } }), 404, 'SHARD_NOT_FOUND');
-    await sleep(300); // a frame already in flight may still land
-    const n = cd.frames.length;
-    await sleep(700);
-    assert.equal(cd.frames.length, n, 'no frames after DELETE');
     assert.ok(!(await api('GET', '/api/shards', { token: ADMIN })).json.some((s) => s.id === 'doomed'));
     // The id can be used again.
     const again = await createShard({ id: 'doomed' });
@@ -588,23 +600,62 @@ describe('shards: DELETE under a live subscriber (own server)', { timeout: 20000
     await late.nextFrame(() => true, 3000, 'a frame from the new shard of the same id');
   });
 
-  // BUG: the server dies with SIGSEGV when a subscriber of a deleted shard disconnects.
-  // shards/shard.c retire() (from pylon_shards_remove) stops the actor and drops its last
-  // reference, so the actor is freed, while each ws_sub (shards/shard_api.c) still holds a
-  // reference to the shard; ws_close() then calls pylon_shard_unsubscribe(), which does
-  // pylon_actor_send(s->actor, …) on the freed actor. (pylon_shard_input() from a WS message or
-  // an HTTP request that looked the shard up just before the DELETE can race the same way.)
-  it('9b. a subscriber of a deleted shard disconnects: the server survives', async () => {
-    assert.ok(orphan, 'test 9 ran');
-    clients.push(orphan);
-    assert.equal(orphan.closeInfo, null, 'still connected');
-    orphan.send({ input: { dx: 1 }, client_seq: 1 }); // an input to the deleted shard: dropped
-    await sleep(200);
-    assert.ok(srv.running, `the server died (signal ${srv.exitSignal}) on an input to a deleted shard`);
-    orphan.close();
+  // Subscribers that go away while the shard is being deleted (their on_close unsubscribes
+  // from a shard whose actor is stopping or stopped), and inputs to it in flight: the server
+  // survives, and a sanitizer build reports neither a use after free nor a leak (dispose()).
+  it('9b. subscribers (WS and SSE) that disconnect as their shard is deleted: the server survives', async () => {
+    await createShard({ id: 'doomed2', tick_rate_hz: 100 });
+    const users = [];
+    for (let i = 0; i < 3; i++) users.push(await guest());
+    const subs = [];
+    for (const u of users) subs.push(await subscriber('doomed2', u), await subscriber('doomed2', u));
+    const sses = [];
+    for (const u of users) sses.push(await shardSse('doomed2', u));
+    for (const [i, c] of subs.entries()) c.send({ input: { dx: 1 }, client_seq: i + 1 });
+    // Half of them leave right as the DELETE goes out, the rest after it.
+    const del = api('DELETE', '/api/shards/doomed2', { token: ADMIN });
+    for (const c of subs.slice(0, 3)) c.close();
+    sses[0].destroy();
+    assert.equal((await del).status, 200);
+    for (const c of subs.slice(3)) {
+      c.send({ input: { dx: 1 }, client_seq: 99 }); // an input to the deleted shard: dropped
+      c.close();
+    }
+    for (const s of sses.slice(1)) s.destroy();
     await sleep(500);
-    assert.ok(srv.running, `the server died (signal ${srv.exitSignal}, code ${srv.exitCode}) when the subscriber of a deleted shard disconnected`);
-    const res = await api('GET', '/health');
-    assert.equal(res.status, 200);
+    assert.ok(srv.running, `the server died (signal ${srv.exitSignal}, code ${srv.exitCode}) when subscribers of a deleted shard disconnected`);
+    assert.equal((await api('GET', '/health')).status, 200);
+    assertErrorEnvelope(await api('GET', '/api/shards/doomed2'), 404, 'SHARD_NOT_FOUND');
+  });
+
+  // A shard that finishes (the turns game is won) stops for good: its subscribers are told.
+  it('9c. a finished shard closes its subscribers with 1000 "shard finished"; the SSE response ends', async () => {
+    const mk = await api('POST', '/api/shards', { token: ADMIN, body: { id: 'fin', kind: 'turns', tick_rate_hz: 0, config: { goal: 3 } } });
+    assert.equal(mk.status, 201, mk.body);
+    const [a, b] = [await guest(), await guest()];
+    const ca = connect(shardUrl('fin', a.user_id), { token: a.token });
+    const cb = connect(shardUrl('fin', b.user_id), { token: b.token });
+    await ca.opened();
+    await cb.opened();
+    const sse = await shardSse('fin', a, ': connected');
+    for (const [who, inp] of [[a, { join: true }], [b, { join: true }], [a, { add: 3 }]]) {
+      const res = await api('POST', '/api/shards/fin/input', { token: who.token, body: { input: inp } });
+      assert.equal(res.status, 200, res.body);
+      await sleep(100); // one tick per input (event-driven)
+    }
+    for (const c of [ca, cb]) {
+      const { code, reason } = await c.closed(3000);
+      assert.equal(code, 1000);
+      assert.equal(reason, 'shard finished');
+      assert.equal(c.last?.json?.winner, a.user_id, 'the final snapshot came before the close');
+    }
+    assert.ok(await sse.waitClosed(3000), 'the SSE response ends');
+    const st = (await api('GET', '/api/shards/fin')).json;
+    assert.equal(st.running, false);
+    assert.equal(st.subscribers, 0);
+    // A subscriber arriving now is refused as protocol.md §4.1 says.
+    const late = connect(shardUrl('fin', a.user_id), { token: a.token });
+    const { code } = await late.closed(3000);
+    assert.equal(code, 1013);
   });
 });

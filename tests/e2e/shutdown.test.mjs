@@ -122,6 +122,56 @@ describe('graceful shutdown on SIGTERM', { timeout: 30000 }, () => {
     assert.equal(await srv.exited, 0);
   });
 
+  // A peer that stops reading keeps its connection open past the flush wait (it never sees
+  // our close frame, its socket buffers fill): the shutdown closes it after that bounded wait
+  // and frees it, its queued frames and what its endpoint holds (the shard subscription, the
+  // sync session). A sanitizer build reports a leak otherwise (dispose() fails the test).
+  it('clients that never read (shard WS, sync WS, SSE, shard SSE) are closed after a bounded wait; exit 0, nothing leaked', async () => {
+    const ADMIN = 'c0ffee00'.repeat(8);
+    const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN } });
+    servers.push(srv);
+    const g = await request(srv.port, { method: 'POST', path: '/api/auth/guest' });
+    assert.equal(g.status, 201, g.body);
+    const { token, user_id: uid } = g.json;
+    const mk = await request(srv.port, {
+      method: 'POST',
+      path: '/api/shards',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${ADMIN}` },
+      body: JSON.stringify({ id: 'deaf', kind: 'arena', tick_rate_hz: 200 }),
+    });
+    assert.equal(mk.status, 201, mk.body);
+    const wsHead = (path, port) =>
+      `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n` +
+      `Sec-WebSocket-Protocol: bearer.${token}\r\n\r\n`;
+    const sid = encodeURIComponent(uid);
+    const opens = [
+      [srv.ports.shard, wsHead(`/?shard=deaf&sid=${sid}`, srv.ports.shard), 'HTTP/1.1 101'],
+      [srv.ports.ws, wsHead('/', srv.ports.ws), 'HTTP/1.1 101'],
+      [srv.ports.sse, rawGet('/events', 'Accept: text/event-stream\r\n'), ': connected'],
+      [srv.port, rawGet(`/api/shards/deaf/connect?sid=${sid}`, `Accept: text/event-stream\r\nAuthorization: Bearer ${token}\r\n`), 'id: '],
+    ];
+    const deaf = [];
+    for (const [port, head, expect] of opens) {
+      const c = await RawConn.open(port);
+      conns.push(c);
+      await c.write(head);
+      await c.waitForText(expect, 3000);
+      c.sock.pause(); // from here on it reads nothing (not even our close frame or FIN)
+      deaf.push(c);
+    }
+    const st = await request(srv.port, { path: '/api/shards/deaf', headers: { Authorization: `Bearer ${ADMIN}` } });
+    assert.equal(st.json.subscribers, 2, 'the shard WS and the shard SSE are subscribed');
+    const t0 = Date.now();
+    srv.signal('SIGTERM');
+    const code = await srv.waitExit(10000);
+    const ms = Date.now() - t0;
+    assert.equal(code, 0, `exit code; stderr:\n${srv.stderr}`);
+    assert.ok(ms < 8000, `shutdown took ${ms} ms`);
+    assert.doesNotMatch(srv.stderr, /ERROR: (Address|Leak)Sanitizer|runtime error:/, srv.stderr.slice(-4000));
+    for (const c of deaf) c.sock.resume();
+  });
+
   it('SIGTERM with nothing in flight exits 0 promptly', async () => {
     const srv = await startPylon({ args: ['dev'] });
     servers.push(srv);

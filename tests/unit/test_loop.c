@@ -126,6 +126,38 @@ Test(loop, four_threads_post_100k_tasks_each_runs_once_on_loop_thread, .timeout 
     assert_no_leaks();
 }
 
+/* Tasks queued before the start run the moment the thread does, while pylon_loop_start may
+ * still be storing the thread id: pylon_loop_on_thread must already say yes there, and under
+ * ThreadSanitizer the start and those calls must not race (a server's first connection can
+ * arrive just as its loop starts). */
+static _Atomic uint64_t g_early_ran, g_early_off;
+
+static void early_run(pylon_loop_task *task, pylon_loop *loop)
+{
+    if (!pylon_loop_on_thread(loop)) atomic_fetch_add(&g_early_off, 1);
+    atomic_fetch_add(&g_early_ran, 1);
+    free(task);
+}
+
+Test(loop, on_thread_is_true_for_tasks_queued_before_start, .timeout = 60)
+{
+    for (int round = 0; round < 50; round++) {
+        pylon_loop *l = make_loop("early");
+        for (int i = 0; i < 4; i++) {
+            pylon_loop_task *t = calloc(1, sizeof *t);
+            t->run = early_run;
+            pylon_loop_post(l, t);
+        }
+        cr_assert_eq(pylon_loop_start(l), 0);
+        cr_assert_not(pylon_loop_on_thread(l), "the test thread is not the loop thread");
+        cr_assert(wait_u64(&g_early_ran, (uint64_t)(round + 1) * 4, 10000));
+        pylon_loop_destroy(l);
+    }
+    cr_assert_eq(atomic_load(&g_early_off), 0, "%llu early tasks were told they ran off the loop",
+                 (unsigned long long)atomic_load(&g_early_off));
+    assert_no_leaks();
+}
+
 /* A task that posts the next one from the loop thread, 1000 deep. */
 typedef struct chain_task {
     pylon_loop_task task;
