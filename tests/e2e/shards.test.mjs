@@ -8,10 +8,6 @@
 // One `pylon dev` server (PYLON_ADMIN_TOKEN set, PYLON_WS_MAX_BACKLOG=4096) serves every test;
 // each test uses its own shards. Timing assertions use wide bounds (a noisy 2-core VM).
 //
-// Known failures (server bugs; see the comments above each test):
-//   4b  frames_skipped stays 0 although a stalled subscriber demonstrably skips frames;
-//   6b  a negative client_seq is taken as 2^64-1 and freezes "ack" for good;
-//
 // Tests 9-9c (last, on a server of their own): a shard that stops for good (DELETE, finished)
 // closes its subscribers' sockets: WebSocket 1001 "shard deleted" / 1000 "shard finished", the
 // SSE response ends; subscribers that disconnect as the shard is deleted do not crash it.
@@ -394,11 +390,8 @@ describe('shards', { timeout: 55000 }, () => {
       assert.ok(ticksDuringStall > 0);
     });
 
-    // BUG: frames_skipped stays 0. shards/shard.c send_snapshots() counts a skip only when
-    // pylon_stream_send() returns false, but the shard runs on a worker thread, so
-    // pylon_stream_send() (http/ws.c) posts the frame to the I/O loop and returns true; the
-    // backlog check in stream_write() later drops the frame (PYLON_BACKLOG_SKIP) and its false
-    // return is discarded by run_stream_task(). Nothing is ever counted.
+    // Frames the I/O loop drops for a stalled subscriber (backlog policy SKIP) are counted in
+    // the shard's status, although the drop happens on the loop thread after the shard sent.
     it('4b. status frames_skipped grows once the stalled client\'s backlog is full', () => {
       assert.ok(ticksDuringStall > 0, 'test 4 ran');
       assert.ok(skippedAfter > 0, `frames_skipped is ${skippedAfter} after ${ticksDuringStall} ticks with a stalled 60 KB/frame subscriber`);
@@ -482,11 +475,8 @@ describe('shards', { timeout: 55000 }, () => {
     assert.equal((await status('malformed')).inputs_dropped, bad.length);
   });
 
-  // BUG: a negative client_seq is accepted: shards/shard_api.c ws_message() (and input() for
-  // HTTP) only checks json_is_integer() and casts -1 to uint64, so "ack" becomes
-  // 18446744073709551615 (not even representable in a JS number) and, as arena.c keeps the
-  // maximum, every later client_seq is ignored for that player for good. protocol.md §4.3
-  // types client_seq as uint64: a negative one should be dropped like any malformed input.
+  // protocol.md §4.3 types client_seq as uint64: a negative one is dropped like any malformed
+  // input (taken as 2^64-1 it would freeze "ack" for good, as arena.c keeps the maximum).
   it('6b. a negative client_seq (not a uint64) is dropped and does not poison "ack"', async () => {
     await createShard({ id: 'negseq' });
     const u = await guest();
