@@ -146,16 +146,19 @@ for n in $FIXED; do for s in $SERVERS; do row "f$n" "$s"; done; done
 for n in $GROW; do row "g$n" pylon; done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 <= 0 || a + 0 < 0) print "-"; else printf "%.2fx", a / b }'; }
-case " $SERVERS " in *" pylon "*" colyseus "*|*" colyseus "*" pylon "*)
+has() { case " $SERVERS " in *" $1 "*) return 0 ;; esac; return 1; }
+if has pylon && has colyseus; then
   for n in $FIXED; do
     k=f$n
     echo
     echo "($n players) server CPU per player-second, colyseus / pylon: $(ratio "$(med $k colyseus cpu_ms_per_player_s)" "$(med $k pylon cpu_ms_per_player_s)") (target >= 10x)"
+    pf() { awk -v c="$(med $k "$1" server_cpu)" -v f="$(med $k "$1" fps)" 'BEGIN { if (c == "-" || f == "-" || f + 0 <= 0) print "-"; else print c * 1e6 / f }'; }
+    echo "($n players) server CPU per frame delivered (us, medians), colyseus / pylon: $(ratio "$(pf colyseus)" "$(pf pylon)") ($(pf colyseus) / $(pf pylon))"
     echo "($n players) memory per player, colyseus / pylon: $(ratio "$(med $k colyseus kb_per_player)" "$(med $k pylon kb_per_player)")"
     echo "($n players) tick lateness p99, colyseus / pylon: $(ratio "$(med $k colyseus late_p99_ms)" "$(med $k pylon late_p99_ms)")"
     echo "($n players) input->state latency p50, colyseus / pylon: $(ratio "$(med $k colyseus lat_p50_ms)" "$(med $k pylon lat_p50_ms)")"
-  done ;;
-esac
+  done
+fi
 case " $SERVERS " in *" pylon "*)
   best=-
   for n in $(echo $FIXED $GROW | tr ' ' '\n' | sort -n); do

@@ -101,7 +101,7 @@ static void hist_merge(hist *into, const hist *h)
 
 static double hist_pct_ms(const hist *h, double p)
 {
-    if (!h->n) return 0;
+    if (!h->n) return -1; /* nothing measured: run.sh's medians skip negative values */
     uint64_t want = (uint64_t)((double)h->n * p / 100.0);
     if (want >= h->n) want = h->n - 1;
     uint64_t acc = 0;
