@@ -86,7 +86,7 @@ class Hist {
     if (ms > this.max) this.max = ms;
   }
   pct(p) {
-    if (!this.n) return 0;
+    if (!this.n) return -1; // nothing measured: run.sh's medians skip negative values
     const want = Math.min(this.n - 1, Math.floor((this.n * p) / 100));
     let acc = 0;
     for (let i = 0; i < this.b.length; i++) if ((acc += this.b[i]) > want) return (i + 1) / 100;

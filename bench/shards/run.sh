@@ -6,6 +6,8 @@
 #             WebSocket (port+3)
 #   pylon-aoi the same with the arena's default area of interest (each player sees the players
 #             within 2 cells of 100 units, about a quarter of its shard): opt-in (SERVERS)
+#   pylon-cached the same as pylon with the simulation arena_cached.c (a plugin: the arena with
+#             each player's entry formatted once per tick, not once per subscriber): opt-in
 #   colyseus  colyseus_server.mjs (@colyseus/core 0.16 + ws-transport, schema 3), driven by
 #             colyseus_driver.mjs (colyseus.js 0.16, one Client/Room per player)
 # Scenarios: (a) each count of FIXED (200 = 10 x 20 and 1 000 = 50 x 20) on both servers, their
@@ -16,7 +18,8 @@
 # Full run: about 12 minutes; --quick: about 1 minute (1 000 players on both, pylon at 2 000).
 # Usage: bench/shards/run.sh [--quick]
 #   env: DURATION (10 s measured), WARMUP (2 s), ROUNDS (3), FIXED ("200 1000"), GROW ("2000 5000
-#        10000"), PER_SHARD (20), SERVERS ("pylon colyseus"; add pylon-aoi), THREADS (generator
+#        10000"), PER_SHARD (20), SERVERS ("pylon colyseus"; add pylon-aoi,
+#        pylon-cached), THREADS (generator
 #        threads, 2), KEEP (a file to append every raw result line to), ARENA_CONFIG (pylon's
 #        arena config; default: an area of interest covering the whole 1000 x 1000 world, as a
 #        Colyseus room shows every player), BUILD (build). PYLON_* variables reach pylon.
@@ -39,7 +42,7 @@ fi
 ADMIN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target pylon bench_shards >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target pylon bench_shards bench_arena_cached >/dev/null
 (cd bench/shards && [ -d node_modules/@colyseus/core ] || npm ci --silent --no-audit --no-fund)
 ulimit -n 20000 2>/dev/null || true
 [ "$(ulimit -n)" -ge 12000 ] || { echo "bench/shards: needs ulimit -n >= 12000"; exit 1; }
@@ -59,8 +62,10 @@ start_server() { # name port -> SPID, waits until it answers
   local name=$1 p=$2 d="$TMP/srv-$1"
   rm -rf "$d"; mkdir -p "$d"
   case $name in
-    pylon | pylon-aoi)
-      (cd "$d" && PYLON_DB_PATH="$d/data.db" PYLON_ADMIN_TOKEN="$ADMIN" PYLON_LOG_LEVEL=warn \
+    pylon | pylon-aoi | pylon-cached)
+      local plug=
+      [ "$name" = pylon-cached ] && plug="$ROOT/$BUILD/bench/shards/libbench_arena_cached.so"
+      (cd "$d" && PYLON_SHARD_PLUGINS="$plug" PYLON_DB_PATH="$d/data.db" PYLON_ADMIN_TOKEN="$ADMIN" PYLON_LOG_LEVEL=warn \
         PYLON_MAX_STREAMS_PER_IP=100000 PYLON_RATE_LIMIT_MAX=100000000 \
         exec "$PYLON" dev --port "$p" >"$d/log" 2>&1) &
       SPID=$!
@@ -88,11 +93,12 @@ measure() {
   for _ in 1 2 3; do p=$(port); start_server "$name" "$p" && break; done
   [ -n "$SPID" ] || { echo "bench/shards: $name did not start:"; cat "$TMP/last-start.log"; exit 1; }
   if [ "$name" != colyseus ]; then
-    local cfg=$ARENA_CONFIG
+    local cfg=$ARENA_CONFIG kind=arena
     [ "$name" = pylon-aoi ] && cfg='{}'
+    [ "$name" = pylon-cached ] && kind=arena_cached
     line=$(timeout 200 "$GEN" --port "$p" --admin "$ADMIN" --server-pid "$SPID" --shards "$shards" \
       --players "$PER_SHARD" --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" \
-      --arena-config "$cfg" --label "$key/$name" 2>"$TMP/gen.err") || true
+      --kind "$kind" --arena-config "$cfg" --label "$key/$name" 2>"$TMP/gen.err") || true
   else
     line=$(timeout 200 node "$ROOT/bench/shards/colyseus_driver.mjs" --port "$p" --server-pid "$SPID" \
       --rooms "$shards" --players "$PER_SHARD" --duration "$DURATION" --warmup "$WARMUP" \
@@ -140,16 +146,19 @@ for n in $FIXED; do for s in $SERVERS; do row "f$n" "$s"; done; done
 for n in $GROW; do row "g$n" pylon; done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 <= 0 || a + 0 < 0) print "-"; else printf "%.2fx", a / b }'; }
-case " $SERVERS " in *" pylon "*" colyseus "*|*" colyseus "*" pylon "*)
+has() { case " $SERVERS " in *" $1 "*) return 0 ;; esac; return 1; }
+if has pylon && has colyseus; then
   for n in $FIXED; do
     k=f$n
     echo
     echo "($n players) server CPU per player-second, colyseus / pylon: $(ratio "$(med $k colyseus cpu_ms_per_player_s)" "$(med $k pylon cpu_ms_per_player_s)") (target >= 10x)"
+    pf() { awk -v c="$(med $k "$1" server_cpu)" -v f="$(med $k "$1" fps)" 'BEGIN { if (c == "-" || f == "-" || f + 0 <= 0) print "-"; else print c * 1e6 / f }'; }
+    echo "($n players) server CPU per frame delivered (us, medians), colyseus / pylon: $(ratio "$(pf colyseus)" "$(pf pylon)") ($(pf colyseus) / $(pf pylon))"
     echo "($n players) memory per player, colyseus / pylon: $(ratio "$(med $k colyseus kb_per_player)" "$(med $k pylon kb_per_player)")"
     echo "($n players) tick lateness p99, colyseus / pylon: $(ratio "$(med $k colyseus late_p99_ms)" "$(med $k pylon late_p99_ms)")"
     echo "($n players) input->state latency p50, colyseus / pylon: $(ratio "$(med $k colyseus lat_p50_ms)" "$(med $k pylon lat_p50_ms)")"
-  done ;;
-esac
+  done
+fi
 case " $SERVERS " in *" pylon "*)
   best=-
   for n in $(echo $FIXED $GROW | tr ' ' '\n' | sort -n); do

@@ -7,11 +7,14 @@
  *   1. mints one session per player (POST /api/auth/session {"user_id":"p<i>"}, dev mode), over
  *      8 keep-alive connections: the shard WebSocket only admits a user whose id is the sid
  *      (shards/shard_api.c ws_open), so each player needs its own;
- *   2. creates S shards (POST /api/shards, admin token): kind arena, --tick-hz, never idle-stopped,
- *      config from --arena-config (run.sh makes every player see its whole shard, as a
- *      Colyseus room does);
+ *   2. creates S shards (POST /api/shards, admin token): --kind (arena; or a plugin with the
+ *      arena's input and snapshot, e.g. arena_cached.c), --tick-hz, never idle-stopped, config
+ *      from --arena-config (run.sh makes every player see its whole shard, as a Colyseus room
+ *      does);
  *   3. opens every player's WebSocket to port+3, /shard/<id>?sid=p<i>, subprotocol
- *      bearer.<token>, at most 256 handshakes in flight; waits --settle s;
+ *      bearer.<token>, at most 256 handshakes in flight, for at most --connect-timeout s (an
+ *      overloaded server answers handshakes late: those players are left out, `connected`
+ *      says how many made it); waits --settle s;
  *   4. --threads threads, each owning a slice of the players, send every player's input at
  *      --input-hz, evenly staggered over the period (1 ms slots):
  *      {"input":{"dx":…,"dy":…},"client_seq":n} as a masked text frame; the direction changes
@@ -101,7 +104,7 @@ static void hist_merge(hist *into, const hist *h)
 
 static double hist_pct_ms(const hist *h, double p)
 {
-    if (!h->n) return 0;
+    if (!h->n) return -1; /* nothing measured: run.sh's medians skip negative values */
     uint64_t want = (uint64_t)((double)h->n * p / 100.0);
     if (want >= h->n) want = h->n - 1;
     uint64_t acc = 0;
