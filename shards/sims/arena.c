@@ -27,6 +27,12 @@ typedef struct arena {
     pylon_aoi_grid aoi;
     player *players;
     size_t n, cap, max_players;
+    /* Each player's `{"sid":…,"x":…,"y":…}` as of the last change, formatted once and copied
+     * into every snapshot that lists it: snapshot_for runs once per subscriber, so formatting
+     * there made a tick O(players²) float conversions. Rebuilt lazily after a change. */
+    char *text;
+    size_t text_cap, *off, *len, entries_cap;
+    bool dirty;
 } arena;
 
 static double num(json_t *cfg, const char *key, double def)
@@ -79,6 +85,7 @@ static player *find(arena *a, const char *sid, bool create)
         a->cap = cap;
     }
     player *p = &a->players[a->n++];
+    a->dirty = true;
     memset(p, 0, sizeof *p);
     snprintf(p->sid, sizeof p->sid, "%s", sid);
     /* Spawn spread over the arena, deterministically from the sid (replays reproduce it). */
@@ -116,25 +123,108 @@ static void arena_tick(void *state, double dt)
         p->x = fmin(a->width, fmax(0, p->x + p->dx * a->speed * dt));
         p->y = fmin(a->height, fmax(0, p->y + p->dy * a->speed * dt));
     }
+    a->dirty = true;
+}
+
+/* Writes v as printf("%.2f") does, without printf: v × 100 rounded to an integer, then the
+ * digits. The product is off the exact value by at most |v × 100| × 2⁻⁵³ (< 1e-7 below 1e7),
+ * so its rounding agrees with printf's (on the exact binary value) except next to a tie;
+ * ties, huge and non-finite values go to snprintf, so the text is always printf's. */
+static size_t fixed2(double v, char *out)
+{
+    double a = fabs(v) * 100.0;
+    double frac = a - floor(a);
+    if (!(a < 1e9) || fabs(frac - 0.5) < 1e-6) return (size_t)snprintf(out, 48, "%.2f", v);
+    uint64_t n = (uint64_t)nearbyint(a);
+    char digits[24], *p = out;
+    int k = 0;
+    if (signbit(v)) *p++ = '-'; /* "-0.00" as printf writes it */
+    uint64_t ip = n / 100;
+    do {
+        digits[k++] = (char)('0' + ip % 10);
+        ip /= 10;
+    } while (ip);
+    while (k)
+        *p++ = digits[--k];
+    *p++ = '.';
+    *p++ = (char)('0' + n / 10 % 10);
+    *p++ = (char)('0' + n % 10);
+    return (size_t)(p - out);
+}
+
+/* Formats every player's entry into a->text; false (out of memory) leaves the snapshot to
+ * format entries itself. */
+static bool rebuild(arena *a)
+{
+    if (a->n > a->entries_cap) {
+        size_t *off = realloc(a->off, a->n * sizeof *off);
+        if (off) a->off = off;
+        size_t *len = off ? realloc(a->len, a->n * sizeof *len) : NULL;
+        if (!len) return false;
+        a->len = len;
+        a->entries_cap = a->n;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        player *p = &a->players[i];
+        size_t sl = strlen(p->sid), need = at + sl + 2 * 48 + 32;
+        if (need > a->text_cap) {
+            size_t cap = a->text_cap ? a->text_cap : 1024;
+            while (cap < need)
+                cap *= 2;
+            char *t = realloc(a->text, cap);
+            if (!t) return false;
+            a->text = t;
+            a->text_cap = cap;
+        }
+        char *t = a->text + at;
+        a->off[i] = at;
+        memcpy(t, "{\"sid\":\"", 8);
+        memcpy(t + 8, p->sid, sl);
+        t += 8 + sl;
+        memcpy(t, "\",\"x\":", 6);
+        t += 6;
+        t += fixed2(p->x, t);
+        memcpy(t, ",\"y\":", 5);
+        t += 5;
+        t += fixed2(p->y, t);
+        *t++ = '}';
+        a->len[i] = (size_t)(t - (a->text + at));
+        at += a->len[i];
+    }
+    a->dirty = false;
+    return true;
 }
 
 static void arena_snapshot(void *state, const char *sid, pylon_sim_out *out)
 {
     arena *a = state;
+    bool cached = !a->dirty || rebuild(a);
     player *me = find(a, sid, false);
-    if (me)
+    if (me && cached) { /* its entry without the "}", then the ack */
+        size_t i = (size_t)(me - a->players);
+        char ack[40];
+        int al = snprintf(ack, sizeof ack, ",\"ack\":%llu},", (unsigned long long)me->ack);
+        pylon_sim_out_put(out, "{\"you\":", 7);
+        pylon_sim_out_put(out, a->text + a->off[i], a->len[i] - 1);
+        pylon_sim_out_put(out, ack, (size_t)al);
+    } else if (me) {
         pylon_sim_out_printf(out, "{\"you\":{\"sid\":\"%s\",\"x\":%.2f,\"y\":%.2f,\"ack\":%llu},",
                              me->sid, me->x, me->y, (unsigned long long)me->ack);
-    else
+    } else {
         pylon_sim_out_put(out, "{\"you\":null,", 12);
+    }
     pylon_sim_out_put(out, "\"players\":[", 11);
     bool first = true;
     for (size_t i = 0; i < a->n; i++) {
         player *p = &a->players[i];
         /* Spectators (no player) see everyone; players see their neighbourhood. */
         if (me && !pylon_aoi_grid_near(&a->aoi, me->x, me->y, p->x, p->y)) continue;
-        pylon_sim_out_printf(out, "%s{\"sid\":\"%s\",\"x\":%.2f,\"y\":%.2f}", first ? "" : ",",
-                             p->sid, p->x, p->y);
+        if (!first) pylon_sim_out_put(out, ",", 1);
+        if (cached)
+            pylon_sim_out_put(out, a->text + a->off[i], a->len[i]);
+        else
+            pylon_sim_out_printf(out, "{\"sid\":\"%s\",\"x\":%.2f,\"y\":%.2f}", p->sid, p->x, p->y);
         first = false;
     }
     pylon_sim_out_put(out, "]}", 2);
@@ -158,6 +248,8 @@ static bool arena_save(void *state, pylon_sim_out *out)
     }
     return pylon_sim_out_put(out, "]}", 2);
 }
+
+static void arena_destroy(void *state);
 
 /* The inverse of arena_save; the area of interest and max_players come from the config. */
 static void *arena_restore(const pylon_sim_ctx *ctx, const char *bytes, size_t len)
@@ -197,8 +289,7 @@ static void *arena_restore(const pylon_sim_ctx *ctx, const char *bytes, size_t l
     }
     json_decref(j);
     if (!ok && a) {
-        free(a->players);
-        free(a);
+        arena_destroy(a);
         a = NULL;
     }
     return a;
@@ -207,6 +298,9 @@ static void *arena_restore(const pylon_sim_ctx *ctx, const char *bytes, size_t l
 static void arena_destroy(void *state)
 {
     arena *a = state;
+    free(a->text);
+    free(a->off);
+    free(a->len);
     free(a->players);
     free(a);
 }
