@@ -9,6 +9,7 @@
  * {"width":1000,"height":1000,"speed":200,"aoi_cell":100,"aoi_radius":2,"max_players":4096}.
  */
 #include "pylon/sim.h"
+#include "shards/json_scan.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -101,17 +102,23 @@ static bool arena_apply_input(void *state, const char *sid, const char *input, s
                               uint64_t client_seq)
 {
     arena *a = state;
-    json_t *j = json_loadb(input, len, 0, NULL);
-    json_t *dx = json_object_get(j, "dx"), *dy = json_object_get(j, "dy");
-    bool ok = json_is_object(j) && (!dx || json_is_number(dx)) && (!dy || json_is_number(dy));
+    static const char *const KEYS[2] = {"dx", "dy"};
+    double d[2] = {0, 0};
+    bool has[2], ok = pylon_scan_number_object(input, len, KEYS, 2, d, has);
+    if (!ok) { /* not plain {"dx":n,"dy":n}: the general parse decides */
+        json_t *j = json_loadb(input, len, 0, NULL);
+        json_t *dx = json_object_get(j, "dx"), *dy = json_object_get(j, "dy");
+        ok = json_is_object(j) && (!dx || json_is_number(dx)) && (!dy || json_is_number(dy));
+        d[0] = dx ? json_number_value(dx) : 0;
+        d[1] = dy ? json_number_value(dy) : 0;
+        json_decref(j);
+    }
     player *p = ok ? find(a, sid, true) : NULL;
     if (p) {
-        double x = dx ? json_number_value(dx) : 0, y = dy ? json_number_value(dy) : 0;
-        p->dx = x < -1 ? -1 : x > 1 ? 1 : x;
-        p->dy = y < -1 ? -1 : y > 1 ? 1 : y;
+        p->dx = d[0] < -1 ? -1 : d[0] > 1 ? 1 : d[0];
+        p->dy = d[1] < -1 ? -1 : d[1] > 1 ? 1 : d[1];
         if (client_seq > p->ack) p->ack = client_seq;
     }
-    json_decref(j);
     return p != NULL;
 }
 
