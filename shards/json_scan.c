@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_DEPTH   32
-#define MAX_DIGITS  18 /* integers that surely fit an int64 (jansson refuses overflows) */
-#define MAX_NUMBER  64
+#define MAX_DEPTH  32
+#define MAX_DIGITS 18 /* integers that surely fit an int64 (jansson refuses overflows) */
+#define MAX_NUMBER 64
 
 typedef struct cur {
     const char *p, *end;
@@ -75,10 +75,14 @@ static bool value(cur *c, int depth)
     size_t n;
     bool is_int;
     switch (*c->p) {
-    case '"': return str(c, &s, &n);
-    case 't': return lit(c, "true");
-    case 'f': return lit(c, "false");
-    case 'n': return lit(c, "null");
+    case '"':
+        return str(c, &s, &n);
+    case 't':
+        return lit(c, "true");
+    case 'f':
+        return lit(c, "false");
+    case 'n':
+        return lit(c, "null");
     case '[':
         c->p++;
         if (c->p < c->end && *c->p == ']') return c->p++, true;
@@ -99,7 +103,8 @@ static bool value(cur *c, int depth)
             if (*c->p == '}') return c->p++, true;
             if (*c->p++ != ',') return false;
         }
-    default: return number(c, &is_int);
+    default:
+        return number(c, &is_int);
     }
 }
 

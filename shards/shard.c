@@ -219,8 +219,8 @@ static const json_t *held_json(pylon_shard *s, uint64_t hash)
 
 /* The pylon.delta frame for `sub`, or NULL with *nothing set when its snapshot did not
  * change. A subscriber that is not in sync (new, or its stream skipped a frame since the last
- * tick, or this frame will push out one still waiting to be written) gets the full snapshot; so does one
- * whose base is no longer held or not an object. */
+ * tick, or this frame will push out one still waiting to be written) gets the full snapshot; so
+ * does one whose base is no longer held or not an object. */
 static pylon_buf *delta_for(pylon_shard *s, subscriber *sub, made *mk, uint64_t tick,
                             delta_made **deltas, size_t *ndeltas, size_t *dcap, bool *nothing)
 {

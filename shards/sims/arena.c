@@ -137,11 +137,13 @@ static void arena_tick(void *state, double dt)
  * digits. The product is off the exact value by at most |v × 100| × 2⁻⁵³ (< 1e-7 below 1e7),
  * so its rounding agrees with printf's (on the exact binary value) except next to a tie;
  * ties, huge and non-finite values go to snprintf, so the text is always printf's. */
+#define FIXED2_MAX 330 /* "%.2f" of -DBL_MAX is 313 bytes */
+
 static size_t fixed2(double v, char *out)
 {
     double a = fabs(v) * 100.0;
     double frac = a - floor(a);
-    if (!(a < 1e9) || fabs(frac - 0.5) < 1e-6) return (size_t)snprintf(out, 48, "%.2f", v);
+    if (!(a < 1e9) || fabs(frac - 0.5) < 1e-6) return (size_t)snprintf(out, FIXED2_MAX, "%.2f", v);
     uint64_t n = (uint64_t)nearbyint(a);
     char digits[24], *p = out;
     int k = 0;
@@ -174,7 +176,7 @@ static bool rebuild(arena *a)
     size_t at = 0;
     for (size_t i = 0; i < a->n; i++) {
         player *p = &a->players[i];
-        size_t sl = strlen(p->sid), need = at + sl + 2 * 48 + 32;
+        size_t sl = strlen(p->sid), need = at + sl + 2 * FIXED2_MAX + 32;
         if (need > a->text_cap) {
             size_t cap = a->text_cap ? a->text_cap : 1024;
             while (cap < need)

@@ -17,7 +17,8 @@ Test(json_scan, input_messages_read_in_place)
         uint64_t seq;
     } ok[] = {
         {"{\"input\":{\"dx\":0.5,\"dy\":-1},\"client_seq\":12}", "{\"dx\":0.5,\"dy\":-1}", 12},
-        {"{\"client_seq\":0,\"input\":[1,\"a\",true,false,null,{}]}", "[1,\"a\",true,false,null,{}]", 0},
+        {"{\"client_seq\":0,\"input\":[1,\"a\",true,false,null,{}]}",
+         "[1,\"a\",true,false,null,{}]", 0},
         {"{\"input\":\"north\"}", "\"north\"", 0},
         {"{\"client_seq\":999999999999999999}", "null", 999999999999999999ull},
         {"{}", "null", 0},
@@ -37,17 +38,31 @@ Test(json_scan, input_messages_read_in_place)
 Test(json_scan, everything_else_is_left_to_jansson)
 {
     static const char *const no[] = {
-        "not json", "", "[1,2,3]", "{\"input\":{\"dx\":1},\"client_seq\":\"3\"}",
-        "{\"input\":{\"dx\":1},\"client_seq\":1.5}", "{\"input\":1,\"client_seq\":-1}",
-        "{\"input\":1,\"client_seq\":1e3}", "{\"input\":1,\"client_seq\":1234567890123456789}",
-        "{\"input\": 1}",                    /* whitespace */
-        "{\"input\":\"\\u00e9\"}",           /* escapes */
-        "{\"input\":\"\xc3\xa9\"}",          /* non-ASCII */
-        "{\"input\":1e400}",                 /* exponents (overflow is jansson's to refuse) */
-        "{\"input\":01}", "{\"input\":1.}", "{\"input\":-}", "{\"input\":.5}",
-        "{\"input\":tru}", "{\"input\":[1,]}", "{\"input\":{\"a\":1,}}", "{\"input\":1",
-        "{\"input\":1}x", "{\"input\":1,\"input\":2}", "{\"input\":1,\"other\":2}",
-        "{\"input\":99999999999999999999}", "{\"input\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+        "not json",
+        "",
+        "[1,2,3]",
+        "{\"input\":{\"dx\":1},\"client_seq\":\"3\"}",
+        "{\"input\":{\"dx\":1},\"client_seq\":1.5}",
+        "{\"input\":1,\"client_seq\":-1}",
+        "{\"input\":1,\"client_seq\":1e3}",
+        "{\"input\":1,\"client_seq\":1234567890123456789}",
+        "{\"input\": 1}",           /* whitespace */
+        "{\"input\":\"\\u00e9\"}",  /* escapes */
+        "{\"input\":\"\xc3\xa9\"}", /* non-ASCII */
+        "{\"input\":1e400}",        /* exponents (overflow is jansson's to refuse) */
+        "{\"input\":01}",
+        "{\"input\":1.}",
+        "{\"input\":-}",
+        "{\"input\":.5}",
+        "{\"input\":tru}",
+        "{\"input\":[1,]}",
+        "{\"input\":{\"a\":1,}}",
+        "{\"input\":1",
+        "{\"input\":1}x",
+        "{\"input\":1,\"input\":2}",
+        "{\"input\":1,\"other\":2}",
+        "{\"input\":99999999999999999999}",
+        "{\"input\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
     };
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
         const char *in;
@@ -71,9 +86,9 @@ Test(json_scan, number_objects)
     cr_assert(pylon_scan_number_object(t, strlen(t), keys, 2, v, has));
     cr_assert(has[0] && !has[1]);
     cr_assert_eq(v[0], 0.1);
-    static const char *const no[] = {"{\"dx\":\"1\"}", "{\"dx\":1,\"dx\":2}", "{\"dz\":1}",
-                                     "{\"dx\":1,\"action\":\"move\"}", "null", "{\"dx\":1e2}",
-                                     "{\"dx\":1} "};
+    static const char *const no[] = {
+        "{\"dx\":\"1\"}", "{\"dx\":1,\"dx\":2}", "{\"dz\":1}", "{\"dx\":1,\"action\":\"move\"}",
+        "null",           "{\"dx\":1e2}",        "{\"dx\":1} "};
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
         cr_assert_not(pylon_scan_number_object(no[i], strlen(no[i]), keys, 2, v, has), "%s", no[i]);
 }

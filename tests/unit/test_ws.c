@@ -624,8 +624,8 @@ Test(ws, skip_policy_drops_older_frames_keeps_order_and_the_stream)
 }
 
 /* A loop that falls behind: on a SKIP stream the outbox keeps only the newest frames (2 here,
- * max_pending; the older ones are skipped and counted); on the sync stream every frame still arrives, in
- * order. The "stall" message blocks the loop while another thread sends (see stall()). */
+ * max_pending; the older ones are skipped and counted); on the sync stream every frame still
+ * arrives, in order. The "stall" message blocks the loop while another thread sends. */
 static void stalled_loop(int port_offset, bool skip)
 {
     char head[2048];
