@@ -102,7 +102,8 @@ bool pylon_stream_is_open(const pylon_stream *s);
  * one (pylon.delta snapshots) sends a self-contained frame instead when this is true. */
 bool pylon_stream_would_skip(pylon_stream *s);
 
-/* Framing helpers. opcode: 1 text, 2 binary. */
+/* Framing helpers. opcode: 1 text, 2 binary. A NULL payload leaves its `len` bytes (the last
+ * ones of the buffer) for the caller to fill, which saves building it elsewhere and copying. */
 pylon_buf *pylon_ws_frame(int opcode, const void *payload, size_t len);
 /* "data: <json>\n\n" (the payload must not contain newlines: compact JSON never does). */
 pylon_buf *pylon_sse_event(const char *json, size_t len);

@@ -124,7 +124,7 @@ pylon_buf *pylon_ws_frame(int opcode, const void *payload, size_t len)
         for (int i = 0; i < 8; i++)
             p[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
     }
-    if (len) memcpy(p + hl, payload, len);
+    if (len && payload) memcpy(p + hl, payload, len);
     return b;
 }
 

@@ -180,12 +180,11 @@ static void put_tick(uint8_t *p, uint64_t tick)
 /* [u64 BE tick][bytes] as one binary WebSocket frame. */
 static pylon_buf *tick_frame(uint64_t tick, const void *bytes, size_t len)
 {
-    uint8_t *payload = malloc(8 + len);
-    if (!payload) return NULL;
+    pylon_buf *f = pylon_ws_frame(2, NULL, 8 + len); /* filled in place: one allocation */
+    if (!f) return NULL;
+    uint8_t *payload = f->data + f->len - (8 + len);
     put_tick(payload, tick);
     if (len) memcpy(payload + 8, bytes, len);
-    pylon_buf *f = pylon_ws_frame(2, payload, 8 + len);
-    free(payload);
     return f;
 }
 
