@@ -99,7 +99,7 @@ uint64_t pylon_stream_skipped(const pylon_stream *s);
 bool pylon_stream_is_open(const pylon_stream *s);
 /* Any thread: whether the next send would replace a frame still waiting for the I/O loop
  * (a SKIP stream with max_pending frames waiting). A sender whose frames depend on the previous
- * one (pylon.delta snapshots) sends a self-contained frame instead when this is true. */
+ * one (pylon.delta snapshots) skips its frame instead when this is true. */
 bool pylon_stream_would_skip(pylon_stream *s);
 
 /* Framing helpers. opcode: 1 text, 2 binary. A NULL payload leaves its `len` bytes (the last

@@ -218,15 +218,12 @@ static const json_t *held_json(pylon_shard *s, uint64_t hash)
 
 /* The pylon.delta frame for `sub`, or NULL with *nothing set when its snapshot did not
  * change. A subscriber that is not in sync (new, or its stream skipped a frame since the last
- * tick, or this frame will push out one still waiting to be written) gets the full snapshot; so
- * does one whose base is no longer held or not an object. */
+ * tick) gets the full snapshot; so does one whose base is no longer held or not an object. */
 static pylon_buf *delta_for(pylon_shard *s, subscriber *sub, made *mk, uint64_t tick,
                             delta_made **deltas, size_t *ndeltas, size_t *dcap, bool *nothing)
 {
     uint64_t skips = pylon_stream_skipped(sub->stream);
-    /* This frame will replace one still waiting for the I/O loop (the stream's bounded
-     * outbox), which may be its base: it must not be a delta. */
-    bool full = !sub->synced || skips != sub->seen_skips || pylon_stream_would_skip(sub->stream);
+    bool full = !sub->synced || skips != sub->seen_skips;
     sub->seen_skips = skips;
     *nothing = false;
     if (!parsed(s, mk)) return NULL;
@@ -337,6 +334,14 @@ static void send_snapshots(pylon_shard *s, uint64_t tick)
             }
             frame = mk->mp;
         } else if (sub->fmt == PYLON_SHARD_FMT_DELTA) {
+            /* Its outbox is full (the I/O loop is behind): a new frame would push out the
+             * oldest waiting one, the base of the next waiting delta. Skip this tick instead;
+             * the chain that waits stays whole, and the next frame is computed against the
+             * last one sent (in full when that base is no longer held). */
+            if (pylon_stream_would_skip(sub->stream)) {
+                atomic_fetch_add_explicit(&s->frames_skipped, 1, memory_order_relaxed);
+                continue;
+            }
             bool nothing;
             frame = delta_for(s, sub, mk, tick, &deltas, &ndeltas, &dcap, &nothing);
             if (nothing) continue;
