@@ -10,7 +10,10 @@
  * Past it the endpoint's policy applies: CLOSE closes the stream (WebSocket code 1013, "try
  * again later"; the sync clients pull before reconnecting, so nothing is lost), SKIP drops
  * frames (shard snapshots: of the frames waiting to be written, the newest that fit are kept,
- * so a lagging client skips to the newest snapshot).
+ * so a lagging client skips to the newest snapshot). A SKIP stream's outbox can be bounded too
+ * (max_pending): a frame sent while that many still wait for the I/O loop replaces the oldest
+ * (counted in pylon_stream_skipped), so a loop that falls behind skips frames instead of
+ * queuing them.
  */
 #ifndef PYLON_HTTP_STREAM_H
 #define PYLON_HTTP_STREAM_H
@@ -63,6 +66,9 @@ typedef struct pylon_stream_handlers {
     /* Loop thread: the connection is gone. Sends after this are dropped. */
     void (*on_close)(void *user, pylon_stream *s);
     pylon_backlog_policy backlog_policy;
+    /* SKIP only: at most this many frames sent from other threads wait for the I/O loop; a
+     * newer frame replaces the oldest. 0: no bound but the backlog's. */
+    uint32_t max_pending;
     void *ctx; /* handed to on_open (e.g. the auth service that resolves the token) */
     /* WebSocket subprotocols the endpoint speaks besides bearer.<token> (NULL-terminated, or
      * NULL). The first one the client offers is echoed (and is pylon_stream_open.protocol);
@@ -91,8 +97,13 @@ pylon_stream_kind pylon_stream_kind_of(const pylon_stream *s);
 /* Frames dropped so far by the SKIP backlog policy (any thread). */
 uint64_t pylon_stream_skipped(const pylon_stream *s);
 bool pylon_stream_is_open(const pylon_stream *s);
+/* Any thread: whether the next send would replace a frame still waiting for the I/O loop
+ * (a SKIP stream with max_pending frames waiting). A sender whose frames depend on the previous
+ * one (pylon.delta snapshots) skips its frame instead when this is true. */
+bool pylon_stream_would_skip(pylon_stream *s);
 
-/* Framing helpers. opcode: 1 text, 2 binary. */
+/* Framing helpers. opcode: 1 text, 2 binary. A NULL payload leaves its `len` bytes (the last
+ * ones of the buffer) for the caller to fill, which saves building it elsewhere and copying. */
 pylon_buf *pylon_ws_frame(int opcode, const void *payload, size_t len);
 /* "data: <json>\n\n" (the payload must not contain newlines: compact JSON never does). */
 pylon_buf *pylon_sse_event(const char *json, size_t len);

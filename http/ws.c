@@ -124,7 +124,7 @@ pylon_buf *pylon_ws_frame(int opcode, const void *payload, size_t len)
         for (int i = 0; i < 8; i++)
             p[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
     }
-    if (len) memcpy(p + hl, payload, len);
+    if (len && payload) memcpy(p + hl, payload, len);
     return b;
 }
 
@@ -345,17 +345,46 @@ bool pylon_stream_send_many(pylon_stream *s, pylon_buf *const *frames, size_t n)
         s->out = grown;
         s->out_cap = cap;
     }
+    size_t max = s->h && s->h->backlog_policy == PYLON_BACKLOG_SKIP ? s->h->max_pending : 0;
+    bool all = true; /* none of these frames skipped */
+    if (max && s->out_n + n > max) {
+        /* Frames that supersede each other (shard snapshots) keep a few slots: the oldest of
+         * what still waits for the loop makes room for the newer frames and is counted as
+         * skipped. A loop that falls behind then sends each subscriber its newest frames
+         * instead of a growing queue of stale ones, and holds at most `max` per subscriber. */
+        size_t excess = s->out_n + n - max, old = excess < s->out_n ? excess : s->out_n;
+        for (size_t i = 0; i < old; i++)
+            pylon_buf_release(s->out[i]);
+        memmove(s->out, s->out + old, (s->out_n - old) * sizeof *s->out);
+        s->out_n -= old;
+        for (size_t i = 0; i < excess - old; i++) /* more new frames than slots */
+            pylon_buf_release(frames[i]);
+        frames += excess - old;
+        n -= excess - old;
+        all = excess == old;
+        atomic_fetch_add_explicit(&s->skipped, excess, memory_order_relaxed);
+    }
     memcpy(s->out + s->out_n, frames, n * sizeof *frames);
     s->out_n += n;
     bool post;
     outbox_post_locked(s, &post);
     pthread_mutex_unlock(&s->out_lock);
     if (post) outbox_post(s);
-    return true;
+    return all;
 drop:
     for (size_t i = 0; i < n; i++)
         pylon_buf_release(frames[i]);
     return false;
+}
+
+bool pylon_stream_would_skip(pylon_stream *s)
+{
+    size_t max = s->h && s->h->backlog_policy == PYLON_BACKLOG_SKIP ? s->h->max_pending : 0;
+    if (!max) return false;
+    pthread_mutex_lock(&s->out_lock);
+    bool full = s->out_n >= max;
+    pthread_mutex_unlock(&s->out_lock);
+    return full;
 }
 
 bool pylon_stream_send(pylon_stream *s, pylon_buf *framed)

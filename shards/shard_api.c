@@ -3,6 +3,7 @@
 
 #include "actors/reply.h"
 #include "shards/codec.h"
+#include "shards/json_scan.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -19,6 +20,12 @@ typedef struct ws_sub {
 
 /* The subprotocols of the shard WebSocket (shard_api.h): the echoed one picks the frames. */
 static const char *const SUBPROTOCOLS[] = {"pylon.msgpack", "pylon.delta", NULL};
+
+/* Snapshot frames that may wait for a subscriber's I/O loop before the oldest is skipped.
+ * More than one: a shard catching up after a stall sends up to 3 ticks at once (shard.c
+ * MAX_CATCHUP), and a client whose loop keeps up gets every tick (protocol.md §4.2). Few: a
+ * loop that falls behind sends the newest frames, not a queue of stale ones. */
+#define MAX_PENDING_FRAMES 4
 
 static pylon_shard_format format_of(const char *protocol)
 {
@@ -99,6 +106,16 @@ static void ws_message(void *user, pylon_stream *s, bool binary, const uint8_t *
     (void)s;
     ws_sub *sub = user;
     if (!sub) return;
+    const char *in;
+    size_t in_len;
+    uint64_t seq;
+    /* The plain shape (nearly every input) is handed on as sent, without a parse and a dump
+     * here; the simulation parses the value once. */
+    if (!(binary && sub->fmt == PYLON_SHARD_FMT_MSGPACK) &&
+        pylon_scan_input_msg((const char *)data, len, &in, &in_len, &seq)) {
+        pylon_shard_input(sub->shard, sub->sid, in, in_len, seq, NULL);
+        return;
+    }
     /* Binary frames are read as UTF-8 JSON too (protocol.md §4.3), except from a pylon.msgpack
      * client: there they are msgpack of the same {"input": …, "client_seq": n} map. */
     json_t *j = binary && sub->fmt == PYLON_SHARD_FMT_MSGPACK
@@ -202,6 +219,7 @@ void pylon_shard_sse_handlers(pylon_shard_api *api, pylon_stream_handlers *out)
                                    .on_open = sse_open,
                                    .on_close = ws_close,
                                    .backlog_policy = PYLON_BACKLOG_SKIP,
+                                   .max_pending = MAX_PENDING_FRAMES,
                                    .ctx = api};
 }
 
@@ -211,6 +229,7 @@ void pylon_shard_ws_handlers(pylon_shard_api *api, pylon_stream_handlers *out)
                                    .on_message = ws_message,
                                    .on_close = ws_close,
                                    .backlog_policy = PYLON_BACKLOG_SKIP,
+                                   .max_pending = MAX_PENDING_FRAMES,
                                    .ctx = api,
                                    .subprotocols = SUBPROTOCOLS};
 }

@@ -9,6 +9,7 @@
  * {"width":1000,"height":1000,"speed":200,"aoi_cell":100,"aoi_radius":2,"max_players":4096}.
  */
 #include "pylon/sim.h"
+#include "shards/json_scan.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -27,6 +28,12 @@ typedef struct arena {
     pylon_aoi_grid aoi;
     player *players;
     size_t n, cap, max_players;
+    /* Each player's `{"sid":…,"x":…,"y":…}` as of the last change, formatted once and copied
+     * into every snapshot that lists it: snapshot_for runs once per subscriber, so formatting
+     * there made a tick O(players²) float conversions. Rebuilt lazily after a change. */
+    char *text;
+    size_t text_cap, *off, *len, entries_cap;
+    bool dirty;
 } arena;
 
 static double num(json_t *cfg, const char *key, double def)
@@ -79,6 +86,7 @@ static player *find(arena *a, const char *sid, bool create)
         a->cap = cap;
     }
     player *p = &a->players[a->n++];
+    a->dirty = true;
     memset(p, 0, sizeof *p);
     snprintf(p->sid, sizeof p->sid, "%s", sid);
     /* Spawn spread over the arena, deterministically from the sid (replays reproduce it). */
@@ -94,17 +102,23 @@ static bool arena_apply_input(void *state, const char *sid, const char *input, s
                               uint64_t client_seq)
 {
     arena *a = state;
-    json_t *j = json_loadb(input, len, 0, NULL);
-    json_t *dx = json_object_get(j, "dx"), *dy = json_object_get(j, "dy");
-    bool ok = json_is_object(j) && (!dx || json_is_number(dx)) && (!dy || json_is_number(dy));
+    static const char *const KEYS[2] = {"dx", "dy"};
+    double d[2] = {0, 0};
+    bool has[2], ok = pylon_scan_number_object(input, len, KEYS, 2, d, has);
+    if (!ok) { /* not plain {"dx":n,"dy":n}: the general parse decides */
+        json_t *j = json_loadb(input, len, 0, NULL);
+        json_t *dx = json_object_get(j, "dx"), *dy = json_object_get(j, "dy");
+        ok = json_is_object(j) && (!dx || json_is_number(dx)) && (!dy || json_is_number(dy));
+        d[0] = dx ? json_number_value(dx) : 0;
+        d[1] = dy ? json_number_value(dy) : 0;
+        json_decref(j);
+    }
     player *p = ok ? find(a, sid, true) : NULL;
     if (p) {
-        double x = dx ? json_number_value(dx) : 0, y = dy ? json_number_value(dy) : 0;
-        p->dx = x < -1 ? -1 : x > 1 ? 1 : x;
-        p->dy = y < -1 ? -1 : y > 1 ? 1 : y;
+        p->dx = d[0] < -1 ? -1 : d[0] > 1 ? 1 : d[0];
+        p->dy = d[1] < -1 ? -1 : d[1] > 1 ? 1 : d[1];
         if (client_seq > p->ack) p->ack = client_seq;
     }
-    json_decref(j);
     return p != NULL;
 }
 
@@ -116,25 +130,110 @@ static void arena_tick(void *state, double dt)
         p->x = fmin(a->width, fmax(0, p->x + p->dx * a->speed * dt));
         p->y = fmin(a->height, fmax(0, p->y + p->dy * a->speed * dt));
     }
+    a->dirty = true;
+}
+
+/* Writes v as printf("%.2f") does, without printf: v × 100 rounded to an integer, then the
+ * digits. The product is off the exact value by at most |v × 100| × 2⁻⁵³ (< 1e-7 below 1e7),
+ * so its rounding agrees with printf's (on the exact binary value) except next to a tie;
+ * ties, huge and non-finite values go to snprintf, so the text is always printf's. */
+#define FIXED2_MAX 330 /* "%.2f" of -DBL_MAX is 313 bytes */
+
+static size_t fixed2(double v, char *out)
+{
+    double a = fabs(v) * 100.0;
+    double frac = a - floor(a);
+    if (!(a < 1e9) || fabs(frac - 0.5) < 1e-6) return (size_t)snprintf(out, FIXED2_MAX, "%.2f", v);
+    uint64_t n = (uint64_t)nearbyint(a);
+    char digits[24], *p = out;
+    int k = 0;
+    if (signbit(v)) *p++ = '-'; /* "-0.00" as printf writes it */
+    uint64_t ip = n / 100;
+    do {
+        digits[k++] = (char)('0' + ip % 10);
+        ip /= 10;
+    } while (ip);
+    while (k)
+        *p++ = digits[--k];
+    *p++ = '.';
+    *p++ = (char)('0' + n / 10 % 10);
+    *p++ = (char)('0' + n % 10);
+    return (size_t)(p - out);
+}
+
+/* Formats every player's entry into a->text; false (out of memory) leaves the snapshot to
+ * format entries itself. */
+static bool rebuild(arena *a)
+{
+    if (a->n > a->entries_cap) {
+        size_t *off = realloc(a->off, a->n * sizeof *off);
+        if (off) a->off = off;
+        size_t *len = off ? realloc(a->len, a->n * sizeof *len) : NULL;
+        if (!len) return false;
+        a->len = len;
+        a->entries_cap = a->n;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        player *p = &a->players[i];
+        size_t sl = strlen(p->sid), need = at + sl + 2 * FIXED2_MAX + 32;
+        if (need > a->text_cap) {
+            size_t cap = a->text_cap ? a->text_cap : 1024;
+            while (cap < need)
+                cap *= 2;
+            char *t = realloc(a->text, cap);
+            if (!t) return false;
+            a->text = t;
+            a->text_cap = cap;
+        }
+        char *t = a->text + at;
+        a->off[i] = at;
+        memcpy(t, "{\"sid\":\"", 8);
+        memcpy(t + 8, p->sid, sl);
+        t += 8 + sl;
+        memcpy(t, "\",\"x\":", 6);
+        t += 6;
+        t += fixed2(p->x, t);
+        memcpy(t, ",\"y\":", 5);
+        t += 5;
+        t += fixed2(p->y, t);
+        *t++ = '}';
+        a->len[i] = (size_t)(t - (a->text + at));
+        at += a->len[i];
+    }
+    a->dirty = false;
+    return true;
 }
 
 static void arena_snapshot(void *state, const char *sid, pylon_sim_out *out)
 {
     arena *a = state;
+    bool cached = !a->dirty || rebuild(a);
     player *me = find(a, sid, false);
-    if (me)
+    if (me && cached) { /* its entry without the "}", then the ack */
+        size_t i = (size_t)(me - a->players);
+        char ack[40];
+        int al = snprintf(ack, sizeof ack, ",\"ack\":%llu},", (unsigned long long)me->ack);
+        pylon_sim_out_put(out, "{\"you\":", 7);
+        pylon_sim_out_put(out, a->text + a->off[i], a->len[i] - 1);
+        pylon_sim_out_put(out, ack, (size_t)al);
+    } else if (me) {
         pylon_sim_out_printf(out, "{\"you\":{\"sid\":\"%s\",\"x\":%.2f,\"y\":%.2f,\"ack\":%llu},",
                              me->sid, me->x, me->y, (unsigned long long)me->ack);
-    else
+    } else {
         pylon_sim_out_put(out, "{\"you\":null,", 12);
+    }
     pylon_sim_out_put(out, "\"players\":[", 11);
     bool first = true;
     for (size_t i = 0; i < a->n; i++) {
         player *p = &a->players[i];
         /* Spectators (no player) see everyone; players see their neighbourhood. */
         if (me && !pylon_aoi_grid_near(&a->aoi, me->x, me->y, p->x, p->y)) continue;
-        pylon_sim_out_printf(out, "%s{\"sid\":\"%s\",\"x\":%.2f,\"y\":%.2f}", first ? "" : ",",
-                             p->sid, p->x, p->y);
+        if (!first) pylon_sim_out_put(out, ",", 1);
+        if (cached)
+            pylon_sim_out_put(out, a->text + a->off[i], a->len[i]);
+        else
+            pylon_sim_out_printf(out, "{\"sid\":\"%s\",\"x\":%.2f,\"y\":%.2f}", p->sid, p->x, p->y);
         first = false;
     }
     pylon_sim_out_put(out, "]}", 2);
@@ -158,6 +257,8 @@ static bool arena_save(void *state, pylon_sim_out *out)
     }
     return pylon_sim_out_put(out, "]}", 2);
 }
+
+static void arena_destroy(void *state);
 
 /* The inverse of arena_save; the area of interest and max_players come from the config. */
 static void *arena_restore(const pylon_sim_ctx *ctx, const char *bytes, size_t len)
@@ -197,8 +298,7 @@ static void *arena_restore(const pylon_sim_ctx *ctx, const char *bytes, size_t l
     }
     json_decref(j);
     if (!ok && a) {
-        free(a->players);
-        free(a);
+        arena_destroy(a);
         a = NULL;
     }
     return a;
@@ -207,6 +307,9 @@ static void *arena_restore(const pylon_sim_ctx *ctx, const char *bytes, size_t l
 static void arena_destroy(void *state)
 {
     arena *a = state;
+    free(a->text);
+    free(a->off);
+    free(a->len);
     free(a->players);
     free(a);
 }

@@ -140,6 +140,31 @@ static void sender_join(void)
     atomic_store(&snd.started, false);
 }
 
+/* "stall": another thread sends STALL_FRAMES numbered frames while the loop thread waits for
+ * it (here, inside on_message), so they all reach the outbox before the loop can write any:
+ * the state of an I/O loop that has fallen behind, without timing. */
+#define STALL_FRAMES 50
+
+static void *stall_main(void *arg)
+{
+    pylon_stream *s = arg;
+    for (uint32_t k = 0; k < STALL_FRAMES; k++) {
+        pylon_buf *f = pylon_ws_frame(2, &k, sizeof k);
+        pylon_stream_send(s, f);
+        pylon_buf_release(f);
+    }
+    return NULL;
+}
+
+static _Atomic uint64_t stall_skipped; /* pylon_stream_skipped right after the sends */
+
+static void stall(pylon_stream *s)
+{
+    pthread_t th;
+    if (pthread_create(&th, NULL, stall_main, s) == 0) pthread_join(th, NULL);
+    atomic_store(&stall_skipped, pylon_stream_skipped(s));
+}
+
 /* Echo: a text message "flood" makes the server send 64 MiB to test the backlog bound. */
 static void echo_msg(void *user, pylon_stream *s, bool binary, const uint8_t *data, size_t len)
 {
@@ -164,6 +189,10 @@ static void echo_msg(void *user, pylon_stream *s, bool binary, const uint8_t *da
         atomic_store(&snd.got, true);
         return;
     }
+    if (!binary && len == 5 && memcmp(data, "stall", 5) == 0) {
+        stall(s);
+        return;
+    }
     if (!binary && len == 5 && memcmp(data, "snaps", 5) == 0) {
         sender_start(s, SEND_SKIPPABLE);
         return;
@@ -183,8 +212,10 @@ static void *echo_open(pylon_stream *s, const pylon_stream_open *info)
 static const pylon_stream_handlers ECHO = {
     .on_open = echo_open, .on_message = echo_msg, .backlog_policy = PYLON_BACKLOG_CLOSE};
 /* The same on the shard WebSocket port, where frames supersede each other. */
-static const pylon_stream_handlers ECHO_SKIP = {
-    .on_open = echo_open, .on_message = echo_msg, .backlog_policy = PYLON_BACKLOG_SKIP};
+static const pylon_stream_handlers ECHO_SKIP = {.on_open = echo_open,
+                                                .on_message = echo_msg,
+                                                .backlog_policy = PYLON_BACKLOG_SKIP,
+                                                .max_pending = 2};
 
 static void start(void)
 {
@@ -590,4 +621,47 @@ Test(ws, skip_policy_drops_older_frames_keeps_order_and_the_stream)
     sender_join();
     cr_assert_gt(atomic_load(&snd.skipped), 0);
     close(fd);
+}
+
+/* A loop that falls behind: on a SKIP stream the outbox keeps only the newest frames (2 here,
+ * max_pending; the older ones are skipped and counted); on the sync stream every frame still
+ * arrives, in order. The "stall" message blocks the loop while another thread sends. */
+static void stalled_loop(int port_offset, bool skip)
+{
+    char head[2048];
+    int fd = ws_connect_to(port_offset, "", head, sizeof head);
+    cr_assert(strstr(head, "101"), "%s", head);
+    send_frame(fd, 1, 1, "stall", 5, true);
+    send_frame(fd, 1, 1, "after", 5, true); /* echoed once the stall is over */
+    uint8_t buf[64];
+    size_t len;
+    uint32_t want = skip ? STALL_FRAMES - 2 : 0;
+    for (;;) {
+        int op = read_frame(fd, buf, sizeof buf, &len);
+        cr_assert_neq(op, -1, "the stream stays open");
+        if (op == 1) {
+            cr_assert_eq(len, 5);
+            cr_assert_eq(memcmp(buf, "after", 5), 0);
+            break;
+        }
+        cr_assert_eq(op, 2);
+        cr_assert_eq(len, sizeof(uint32_t));
+        uint32_t k;
+        memcpy(&k, buf, sizeof k);
+        cr_assert_eq(k, want, "frame %u, want %u", k, want);
+        want++;
+    }
+    cr_assert_eq(want, STALL_FRAMES, "%s", skip ? "only the newest frames" : "every frame");
+    cr_assert_eq(atomic_load(&stall_skipped), skip ? STALL_FRAMES - 2 : 0, "skips counted");
+    close(fd);
+}
+
+Test(ws, stalled_loop_skip_stream_sends_only_the_newest_frames)
+{
+    stalled_loop(3, true);
+}
+
+Test(ws, stalled_loop_sync_stream_keeps_every_frame_in_order)
+{
+    stalled_loop(1, false);
 }
