@@ -121,7 +121,26 @@ struct pylon_shards {
     pthread_mutex_t live_lock;
     pthread_cond_t live_cond;
     size_t live;
+    uint64_t phases; /* shards given a tick phase so far (under lock, written) */
 };
+
+uint64_t pylon_shard_tick_phase(uint64_t k, uint64_t interval)
+{
+    double frac = (double)k * 0.6180339887498949;
+    frac -= (double)(uint64_t)frac;
+    return (uint64_t)(frac * (double)interval);
+}
+
+/* The first tick deadline: the shard's phase on a clock-aligned grid, 0.5 to 1.5 intervals from
+ * now (see pylon_shard_tick_phase for why). */
+static uint64_t first_deadline(pylon_shards *r, uint64_t interval)
+{
+    uint64_t now = pylon_clock_now_ns();
+    uint64_t at = now - now % interval + pylon_shard_tick_phase(r->phases++, interval);
+    while (at < now + interval / 2)
+        at += interval;
+    return at;
+}
 
 /* ---- references -------------------------------------------------------------------------- */
 
@@ -974,7 +993,7 @@ static int make_shard(pylon_shards *r, const char *id, const char *kind, const c
     s->actor = pylon_actor_spawn(r->rt, &SHARD_DEF, s);
     if (cfg->tick_rate_hz) {
         uint64_t interval = PYLON_NS_PER_SEC / cfg->tick_rate_hz;
-        s->timer = pylon_timer_start(s->actor, MSG_TICK, pylon_clock_now_ns() + interval, interval,
+        s->timer = pylon_timer_start(s->actor, MSG_TICK, first_deadline(r, interval), interval,
                                      MAX_CATCHUP, 0);
     }
     if (s->ckpt_on) {
