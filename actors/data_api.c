@@ -732,18 +732,6 @@ static void write_done(pylon_write_req *req)
     pylon_write_req_free(req);
 }
 
-static bool overloaded(pylon_data_api *api, pylon_http_exchange *ex)
-{
-    if (!pylon_persistence_busy(api->writer)) return false;
-    pylon_http_response res = {
-        .status = 503,
-        .headers = "Retry-After: 1\r\n",
-        .body =
-            pylon_http_error_body("OVERLOADED", "Too many writes are queued", "retry in a moment")};
-    pylon_http_respond(ex, &res);
-    return true;
-}
-
 static void submit_write(pylon_data_api *api, pylon_http_exchange *ex, const pylon_entity *e,
                          write_kind kind, const char *id, json_t *data,
                          const pylon_auth_result *who)
@@ -793,7 +781,7 @@ static void insert(pylon_http_exchange *ex, void *ctx)
         deny(ex);
         return;
     }
-    if (overloaded(api, ex)) {
+    if (pylon_reply_if_writer_busy(api->writer, ex)) {
         json_decref(body);
         return;
     }
@@ -833,7 +821,7 @@ static void update_or_delete(pylon_http_exchange *ex, void *ctx, write_kind kind
         if (!(body = body_json(ex, true))) return;
         json_object_del(body, "id");
     }
-    if (overloaded(api, ex)) {
+    if (pylon_reply_if_writer_busy(api->writer, ex)) {
         json_decref(body);
         return;
     }
@@ -1024,7 +1012,7 @@ static void batch_or_transact(pylon_http_exchange *ex, void *ctx, bool atomic)
         pylon_http_respond_error(ex, 413, "PAYLOAD_TOO_LARGE", msg, "split it into several");
         return;
     }
-    if (overloaded(api, ex)) {
+    if (pylon_reply_if_writer_busy(api->writer, ex)) {
         json_decref(body);
         return;
     }
@@ -1122,7 +1110,7 @@ static void import_rows(pylon_http_exchange *ex, void *ctx)
         }
         n += json_array_size(rows);
     }
-    if (overloaded(api, ex)) {
+    if (pylon_reply_if_writer_busy(api->writer, ex)) {
         json_decref(body);
         return;
     }
@@ -1269,7 +1257,7 @@ static void link_or_unlink(pylon_http_exchange *ex, void *ctx, bool link)
     json_t *patch = json_pack("{s:O}", r->field, link ? target : json_null());
     char *idc = strdup(id);
     json_decref(body);
-    if (overloaded(api, ex)) {
+    if (pylon_reply_if_writer_busy(api->writer, ex)) {
         json_decref(patch);
         free(idc);
         return;

@@ -222,14 +222,8 @@ static void push(pylon_http_exchange *ex, void *ctx)
             return;
         }
     }
-    if (pylon_persistence_busy(api->writer)) {
+    if (pylon_reply_if_writer_busy(api->writer, ex)) {
         json_decref(body);
-        pylon_http_response res = {.status = 503,
-                                   .headers = "Retry-After: 1\r\n",
-                                   .body = pylon_http_error_body("OVERLOADED",
-                                                                 "Too many writes are queued",
-                                                                 "retry in a moment")};
-        pylon_http_respond(ex, &res);
         return;
     }
     push_ctx *p = calloc(1, sizeof *p);
