@@ -6,8 +6,6 @@
 #             WebSocket (port+3)
 #   pylon-aoi the same with the arena's default area of interest (each player sees the players
 #             within 2 cells of 100 units, about a quarter of its shard): opt-in (SERVERS)
-#   pylon-cached the same as pylon with the simulation arena_cached.c (a plugin: the arena with
-#             each player's entry formatted once per tick, not once per subscriber): opt-in
 #   colyseus  colyseus_server.mjs (@colyseus/core 0.16 + ws-transport, schema 3), driven by
 #             colyseus_driver.mjs (colyseus.js 0.16, one Client/Room per player)
 # Scenarios: (a) each count of FIXED (200 = 10 x 20 and 1 000 = 50 x 20) on both servers, their
@@ -18,9 +16,8 @@
 # Full run: about 12 minutes; --quick: about 1 minute (1 000 players on both, pylon at 2 000).
 # Usage: bench/shards/run.sh [--quick]
 #   env: DURATION (10 s measured), WARMUP (2 s), ROUNDS (3), FIXED ("200 1000"), GROW ("2000 5000
-#        10000"), PER_SHARD (20), SERVERS ("pylon colyseus"; add pylon-aoi,
-#        pylon-cached), THREADS (generator
-#        threads, 2), KEEP (a file to append every raw result line to), ARENA_CONFIG (pylon's
+#        10000"), PER_SHARD (20), SERVERS ("pylon colyseus"; add pylon-aoi), THREADS
+#        (generator threads, 2), KEEP (a file to append every raw result line to), ARENA_CONFIG (pylon's
 #        arena config; default: an area of interest covering the whole 1000 x 1000 world, as a
 #        Colyseus room shows every player), BUILD (build). PYLON_* variables reach pylon.
 set -euo pipefail
@@ -42,7 +39,7 @@ fi
 ADMIN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target pylon bench_shards bench_arena_cached >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target pylon bench_shards >/dev/null
 (cd bench/shards && [ -d node_modules/@colyseus/core ] || npm ci --silent --no-audit --no-fund)
 ulimit -n 20000 2>/dev/null || true
 [ "$(ulimit -n)" -ge 12000 ] || { echo "bench/shards: needs ulimit -n >= 12000"; exit 1; }
@@ -62,10 +59,8 @@ start_server() { # name port -> SPID, waits until it answers
   local name=$1 p=$2 d="$TMP/srv-$1"
   rm -rf "$d"; mkdir -p "$d"
   case $name in
-    pylon | pylon-aoi | pylon-cached)
-      local plug=
-      [ "$name" = pylon-cached ] && plug="$ROOT/$BUILD/bench/shards/libbench_arena_cached.so"
-      (cd "$d" && PYLON_SHARD_PLUGINS="$plug" PYLON_DB_PATH="$d/data.db" PYLON_ADMIN_TOKEN="$ADMIN" PYLON_LOG_LEVEL=warn \
+    pylon | pylon-aoi)
+      (cd "$d" && PYLON_DB_PATH="$d/data.db" PYLON_ADMIN_TOKEN="$ADMIN" PYLON_LOG_LEVEL=warn \
         PYLON_MAX_STREAMS_PER_IP=100000 PYLON_RATE_LIMIT_MAX=100000000 \
         exec "$PYLON" dev --port "$p" >"$d/log" 2>&1) &
       SPID=$!
@@ -95,7 +90,6 @@ measure() {
   if [ "$name" != colyseus ]; then
     local cfg=$ARENA_CONFIG kind=arena
     [ "$name" = pylon-aoi ] && cfg='{}'
-    [ "$name" = pylon-cached ] && kind=arena_cached
     line=$(timeout 200 "$GEN" --port "$p" --admin "$ADMIN" --server-pid "$SPID" --shards "$shards" \
       --players "$PER_SHARD" --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" \
       --kind "$kind" --arena-config "$cfg" --label "$key/$name" 2>"$TMP/gen.err") || true

@@ -8,7 +8,7 @@
  *      8 keep-alive connections: the shard WebSocket only admits a user whose id is the sid
  *      (shards/shard_api.c ws_open), so each player needs its own;
  *   2. creates S shards (POST /api/shards, admin token): --kind (arena; or a plugin with the
- *      arena's input and snapshot, e.g. arena_cached.c), --tick-hz, never idle-stopped, config
+ *      arena's input and snapshot), --tick-hz, never idle-stopped, config
  *      from --arena-config (run.sh makes every player see its whole shard, as a Colyseus room
  *      does);
  *   3. opens every player's WebSocket to port+3, /shard/<id>?sid=p<i>, subprotocol
