@@ -348,6 +348,23 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
     json_t *rows = NULL, *row = NULL;
     switch (j->kind) {
     case R_GET:
+        if (j->gate != GATE_PER_ROW && b->get_text) { /* no policy needs the row: text only */
+            char *text = NULL;
+            size_t len = 0;
+            if (!b->get_text(c, j->e, j->id, &text, &len, &err)) break;
+            if (!text) {
+                pylon_store_fail(&err, 404, "NOT_FOUND", "%s with id \"%s\" not found", j->e->name,
+                                 j->id);
+                break;
+            }
+            pylon_http_response res = {.status = 200, .body = pylon_buf_take(text, len)};
+            if (res.body)
+                pylon_http_respond(j->ex, &res);
+            else
+                pylon_http_respond_error(j->ex, 503, "OVERLOADED", "Out of memory", NULL);
+            job_free(j);
+            return;
+        }
         if (!b->get(c, j->e, j->id, &row, &err)) break;
         if (!row) {
             pylon_store_fail(&err, 404, "NOT_FOUND", "%s with id \"%s\" not found", j->e->name,

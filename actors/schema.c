@@ -749,6 +749,179 @@ oom:
     return NULL;
 }
 
+/* ---- row → JSON text ---------------------------------------------------------------------- */
+
+typedef struct textbuf {
+    char *p;
+    size_t len, cap;
+    bool failed; /* out of memory, or a value the tree path must handle */
+} textbuf;
+
+static char *tb_reserve(textbuf *b, size_t n)
+{
+    if (b->failed) return NULL;
+    if (b->cap - b->len < n) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < n) {
+            if (cap > SIZE_MAX / 2) {
+                b->failed = true;
+                return NULL;
+            }
+            cap *= 2;
+        }
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->failed = true;
+            return NULL;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    return b->p + b->len;
+}
+
+static void tb_put(textbuf *b, const void *s, size_t n)
+{
+    char *at = tb_reserve(b, n);
+    if (!at) return;
+    memcpy(at, s, n);
+    b->len += n;
+}
+
+/* A JSON string as jansson writes it: `"` and `\` escaped, control characters as \b \f \n \r \t
+ * or \u00XX (upper-case hex), everything else (UTF-8 included) as is. Invalid UTF-8 becomes
+ * U+FFFD, as text_json() repairs it. */
+static void tb_string(textbuf *b, const unsigned char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    tb_put(b, "\"", 1);
+    size_t run = 0; /* start of the bytes not yet copied */
+    for (size_t i = 0; i < n && !b->failed;) {
+        unsigned char c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t l = c < 0x80 ? 1 : utf8_seq(s + i, n - i);
+        if (l > 1) { /* valid multi-byte sequence: copied with the run */
+            i += l;
+            continue;
+        }
+        tb_put(b, s + run, i - run);
+        if (l == 0) {
+            tb_put(b, "\xef\xbf\xbd", 3);
+        } else {
+            static const char named[] = "\"\\\b\f\n\r\t", letter[] = "\"\\bfnrt";
+            const char *hit = c ? strchr(named, c) : NULL; /* NUL would match the terminator */
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            if (hit) esc[1] = letter[hit - named];
+            size_t el = hit ? 2 : 6;
+            tb_put(b, esc, el);
+        }
+        run = ++i;
+    }
+    tb_put(b, s + run, n - run);
+    tb_put(b, "\"", 1);
+}
+
+/* A real as jansson writes it: %.17g, ".0" added when that reads as an integer, the exponent
+ * without '+' or leading zeros (1e+20 → 1e20, 1e-05 → 1e-5). jansson refuses non-finite reals,
+ * so they go to the tree path. */
+static void tb_real(textbuf *b, double d)
+{
+    if (!isfinite(d)) {
+        b->failed = true;
+        return;
+    }
+    char num[40];
+    int n = snprintf(num, sizeof num, "%.17g", d);
+    if (n <= 0 || (size_t)n >= sizeof num - 3) {
+        b->failed = true;
+        return;
+    }
+    char *e = strchr(num, 'e');
+    if (!e && !strchr(num, '.')) {
+        memcpy(num + n, ".0", 3);
+        n += 2;
+    }
+    if (e) {
+        char *digits = e + 1;
+        if (*digits == '-') digits++;
+        char *first = digits;
+        if (*first == '+') first++;
+        while (*first == '0' && first[1])
+            first++;
+        if (first != digits) {
+            memmove(digits, first, strlen(first) + 1);
+            n = (int)strlen(num);
+        }
+    }
+    tb_put(b, num, (size_t)n);
+}
+
+static bool key_is_utf8(const char *k)
+{
+    size_t n = strlen(k);
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_seq((const unsigned char *)k + i, n - i);
+        if (l == 0) return false;
+        i += l;
+    }
+    return true;
+}
+
+char *pylon_schema_row_to_text(const pylon_entity *e, sqlite3_stmt *st, size_t *len)
+{
+    textbuf b = {0};
+    int n = sqlite3_column_count(st);
+    tb_put(&b, "{", 1);
+    for (int i = 0; i < n && !b.failed; i++) {
+        const char *col = sqlite3_column_name(st, i);
+        if (!col) {
+            b.failed = true;
+            break;
+        }
+        bool is_id = strcasecmp(col, "id") == 0;
+        const pylon_field *f = is_id ? NULL : field_for_column(e, col);
+        const char *key = f ? f->name : is_id ? "id" : col;
+        if (!f && !is_id && !key_is_utf8(key)) {
+            b.failed = true; /* the tree path skips such a column */
+            break;
+        }
+        if (i) tb_put(&b, ",", 1);
+        tb_string(&b, (const unsigned char *)key, strlen(key));
+        tb_put(&b, ":", 1);
+        int t = sqlite3_column_type(st, i);
+        char num[24];
+        if (f && f->type == PYLON_FIELD_BOOL && t == SQLITE_INTEGER) {
+            if (sqlite3_column_int64(st, i) != 0)
+                tb_put(&b, "true", 4);
+            else
+                tb_put(&b, "false", 5);
+        } else if (f && f->type == PYLON_FIELD_FLOAT && t == SQLITE_INTEGER) {
+            tb_real(&b, (double)sqlite3_column_int64(st, i));
+        } else if (t == SQLITE_INTEGER) {
+            int k = snprintf(num, sizeof num, "%lld", (long long)sqlite3_column_int64(st, i));
+            tb_put(&b, num, (size_t)k);
+        } else if (t == SQLITE_FLOAT) {
+            tb_real(&b, sqlite3_column_double(st, i));
+        } else if (t == SQLITE_NULL) {
+            tb_put(&b, "null", 4);
+        } else {
+            const unsigned char *v =
+                t == SQLITE_BLOB ? sqlite3_column_blob(st, i) : sqlite3_column_text(st, i);
+            tb_string(&b, v ? v : (const unsigned char *)"", (size_t)sqlite3_column_bytes(st, i));
+        }
+    }
+    tb_put(&b, "}", 2); /* with the terminating NUL */
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len - 1;
+    return b.p;
+}
+
 /* ---- JSON → bind ---------------------------------------------------------------------------- */
 
 /* How a value looks in an error message: numbers and booleans as written, the rest by kind. */

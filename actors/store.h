@@ -81,6 +81,10 @@ typedef struct pylon_store_backend {
      * *row is NULL. */
     bool (*get)(pylon_store_conn *c, const pylon_entity *e, const char *id, json_t **row,
                 pylon_store_error *err);
+    /* get, with the row as compact JSON text (what json_dumps makes of get's row): *text is
+     * malloc'd, NULL when the row is missing. Optional (NULL: callers use get). */
+    bool (*get_text)(pylon_store_conn *c, const pylon_entity *e, const char *id, char **text,
+                     size_t *len, pylon_store_error *err);
     bool (*find)(pylon_store_conn *c, const pylon_entity *e, const pylon_store_query *q,
                  json_t **rows, pylon_store_error *err);
     bool (*count)(pylon_store_conn *c, const pylon_entity *e, int64_t *n, pylon_store_error *err);

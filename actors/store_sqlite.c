@@ -563,19 +563,49 @@ static void sq_savepoint_rollback(pylon_store_conn *c)
     c->seq = c->seq_at_savepoint;
 }
 
-static bool sq_get(pylon_store_conn *c, const pylon_entity *e, const char *id, json_t **row,
-                   pylon_store_error *err)
+/* Steps `SELECT * … WHERE id = ?` once: SQLITE_ROW leaves the row on *st (reset it after),
+ * 0 when the statement could not be prepared (*err set). */
+static int step_by_id(pylon_store_conn *c, const pylon_entity *e, const char *id, sqlite3_stmt **st,
+                      pylon_store_error *err)
 {
     char sql[256];
     snprintf(sql, sizeof sql, "SELECT * FROM \"%s\" WHERE \"id\" = ?", e->name);
-    sqlite3_stmt *st = prepare(c, sql, err);
-    if (!st) return false;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
+    if (!(*st = prepare(c, sql, err))) return 0;
+    sqlite3_bind_text(*st, 1, id, -1, SQLITE_TRANSIENT);
+    return sqlite3_step(*st);
+}
+
+static bool sq_get(pylon_store_conn *c, const pylon_entity *e, const char *id, json_t **row,
+                   pylon_store_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = step_by_id(c, e, id, &st, err);
     *row = NULL;
+    if (!rc) return false;
     if (rc == SQLITE_ROW) {
         *row = pylon_schema_row_to_json(e, st);
         rc = *row ? SQLITE_DONE : SQLITE_NOMEM;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || step_error(c, rc, "QUERY_FAILED", err);
+}
+
+static bool sq_get_text(pylon_store_conn *c, const pylon_entity *e, const char *id, char **text,
+                        size_t *len, pylon_store_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = step_by_id(c, e, id, &st, err);
+    *text = NULL;
+    if (!rc) return false;
+    if (rc == SQLITE_ROW) {
+        *text = pylon_schema_row_to_text(e, st, len);
+        if (!*text) { /* a row only the tree path writes exactly (or no memory) */
+            json_t *row = pylon_schema_row_to_json(e, st);
+            *text = row ? json_dumps(row, JSON_COMPACT) : NULL;
+            json_decref(row);
+            if (*text) *len = strlen(*text);
+        }
+        rc = *text ? SQLITE_DONE : SQLITE_NOMEM;
     }
     sqlite3_reset(st);
     return rc == SQLITE_DONE || step_error(c, rc, "QUERY_FAILED", err);
@@ -1225,6 +1255,7 @@ const pylon_store_backend pylon_store_sqlite = {
     .savepoint_release = sq_savepoint_release,
     .savepoint_rollback = sq_savepoint_rollback,
     .get = sq_get,
+    .get_text = sq_get_text,
     .find = sq_find,
     .count = sq_count,
     .aggregate = sq_aggregate,

@@ -92,6 +92,10 @@ static void *loop_thread(void *arg)
 {
     pylon_loop *loop = arg;
     loop->self = pthread_self();
+    /* Named for top -H, perf and /proc/<pid>/task/<tid>/comm (15 characters at most). */
+    char thread_name[16];
+    snprintf(thread_name, sizeof thread_name, "pylon-%s", loop->name);
+    pthread_setname_np(loop->self, thread_name);
     atomic_store_explicit(&loop->running, true, memory_order_release);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
     /* Its id may be reused by a later thread: not "on the loop thread" any more. */

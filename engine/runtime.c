@@ -353,6 +353,9 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     current_worker = w;
+    char thread_name[16]; /* for top -H, perf and /proc/<pid>/task/<tid>/comm */
+    snprintf(thread_name, sizeof thread_name, "pylon-work%u", w->index);
+    pthread_setname_np(pthread_self(), thread_name);
     for (;;) {
         pylon_actor *a = find_work(w);
         if (!a) a = wait_for_work(w);

@@ -157,6 +157,7 @@ static pylon_timer *fire_locked(pylon_timers *ts, pylon_timer *t, uint64_t now, 
 static void *timer_thread(void *arg)
 {
     pylon_timers *ts = arg;
+    pthread_setname_np(pthread_self(), "pylon-timers"); /* for top -H, perf, /proc comm */
     pthread_mutex_lock(&ts->lock);
     while (!ts->stop) {
         if (ts->len == 0) {
