@@ -60,6 +60,7 @@ void pylon_write_req_free(pylon_write_req *req)
         free(req->ops[i].op_id);
         json_decref(req->ops[i].data);
         json_decref(req->ops[i].row);
+        free(req->ops[i].row_text);
     }
     free(req->ops);
     free(req);
@@ -80,6 +81,8 @@ static bool note_change(pylon_persistence *p, pylon_write_op *op, json_t *fields
                        .kind = op->kind,
                        .fields = fields,
                        .data = op->row,
+                       .data_text = op->row_text,
+                       .data_len = op->row_len,
                        .ts_ms = now_ms(),
                        .op_id = op->op_id};
     if (!b->log_change(p->conn, &ch, &op->err)) return false;
@@ -107,7 +110,8 @@ static bool run_op(pylon_persistence *p, pylon_write_req *req, pylon_write_op *o
         if (seen) return op->deduped = true;
     }
     if (op->kind == PYLON_CHANGE_INSERT) {
-        if (!b->insert(c, op->entity, op->id, op->data, &op->row, &op->err)) return false;
+        if (!b->insert(c, op->entity, op->id, op->data, &op->row_text, &op->row_len, &op->err))
+            return false;
         return note_change(p, op, NULL);
     }
     json_t *existing = NULL;
@@ -213,6 +217,8 @@ static void clear_results(pylon_persistence *p)
             pylon_write_op *op = &p->staged[i]->ops[j];
             json_decref(op->row);
             op->row = NULL;
+            free(op->row_text);
+            op->row_text = NULL;
             op->ok = op->deduped = false;
             op->seq = 0;
             memset(&op->err, 0, sizeof op->err);

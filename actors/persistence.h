@@ -32,7 +32,9 @@ typedef struct pylon_write_op {
     char *op_id;  /* owned; sync push op id (dedup), or NULL */
     /* results, filled by the writer */
     bool ok;
-    json_t *row; /* the row after the change (insert, update); owned */
+    json_t *row;    /* the row after the change (update) or deleted (delete); owned */
+    char *row_text; /* insert: the stored row as compact JSON text; owned */
+    size_t row_len;
     pylon_store_error err;
     int64_t seq;  /* change-log seq */
     bool deduped; /* its op_id was already applied: nothing done, counts as applied */

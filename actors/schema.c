@@ -922,6 +922,61 @@ char *pylon_schema_row_to_text(const pylon_entity *e, sqlite3_stmt *st, size_t *
     return b.p;
 }
 
+char *pylon_schema_insert_text(const pylon_entity *e, const char *id, const json_t *data,
+                               size_t *len)
+{
+    textbuf b = {0};
+    tb_put(&b, "{\"id\":", 6);
+    tb_string(&b, (const unsigned char *)id, strlen(id));
+    for (size_t i = 0; i < e->nfields && !b.failed; i++) {
+        const pylon_field *f = &e->fields[i];
+        tb_put(&b, ",", 1);
+        tb_string(&b, (const unsigned char *)f->name, strlen(f->name));
+        tb_put(&b, ":", 1);
+        const json_t *v = json_object_get(data, f->name);
+        char num[24];
+        switch (v ? json_typeof(v) : JSON_NULL) {
+        case JSON_NULL:
+            tb_put(&b, "null", 4);
+            break;
+        case JSON_TRUE:
+            tb_put(&b, "true", 4);
+            break;
+        case JSON_FALSE:
+            tb_put(&b, "false", 5);
+            break;
+        case JSON_STRING:
+            tb_string(&b, (const unsigned char *)json_string_value(v), json_string_length(v));
+            break;
+        case JSON_INTEGER:
+            if (f->type == PYLON_FIELD_FLOAT) {
+                tb_real(&b, (double)json_integer_value(v));
+            } else {
+                int k = snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+                tb_put(&b, num, (size_t)k);
+            }
+            break;
+        case JSON_REAL:
+            if (f->type == PYLON_FIELD_INT) { /* bound as an integer (schema_bind_value) */
+                int k = snprintf(num, sizeof num, "%lld", (long long)json_real_value(v));
+                tb_put(&b, num, (size_t)k);
+            } else {
+                tb_real(&b, json_real_value(v));
+            }
+            break;
+        default: /* objects and arrays never bind to a column */
+            b.failed = true;
+        }
+    }
+    tb_put(&b, "}", 2); /* with the terminating NUL */
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len - 1;
+    return b.p;
+}
+
 /* ---- JSON → bind ---------------------------------------------------------------------------- */
 
 /* How a value looks in an error message: numbers and booleans as written, the rest by kind. */

@@ -56,6 +56,15 @@ json_t *pylon_schema_row_to_json(const pylon_entity *e, sqlite3_stmt *st);
  * handles exactly (a non-finite real, a column name that is not UTF-8): then use that path. */
 char *pylon_schema_row_to_text(const pylon_entity *e, sqlite3_stmt *st, size_t *len);
 
+/* The row an insert of `data` (already bound without error by pylon_schema_bind_value) stores,
+ * as compact JSON text: "id", then every field of the manifest in its order (null when
+ * absent), typed as a read returns them (int fields as integers, float fields as reals). For a
+ * table whose columns are the manifest's fields in that order, the bytes
+ * pylon_schema_row_to_text gives for the row read back. NULL when out of memory or a value is
+ * an object or array. */
+char *pylon_schema_insert_text(const pylon_entity *e, const char *id, const json_t *data,
+                               size_t *len);
+
 /* Checks that JSON value `v` fits field `f`:
  *   string, richtext, datetime, id(X) → a JSON string (datetime is stored as given);
  *   int   → an integer; a number with a fraction (1.5) is refused, 2.0 is taken as 2;

@@ -44,8 +44,10 @@ typedef struct pylon_change {
     const char *entity;
     const char *row_id;
     pylon_change_kind kind;
-    json_t *fields; /* update: array of changed field names; else NULL */
-    json_t *data;   /* the row after the change; NULL for delete */
+    json_t *fields;        /* update: array of changed field names; else NULL */
+    json_t *data;          /* the row after the change (delete: the row deleted); or NULL and: */
+    const char *data_text; /* the same row as compact JSON text (inserts) */
+    size_t data_len;
     int64_t ts_ms;
     const char *op_id; /* sync push op id, or NULL */
 } pylon_change;
@@ -93,11 +95,12 @@ typedef struct pylon_store_backend {
     bool (*aggregate)(pylon_store_conn *c, const pylon_entity *e, const json_t *spec, json_t **rows,
                       pylon_store_error *err);
 
-    /* Writes (writer). insert: `id` already decided by the caller; *row = the stored row.
+    /* Writes (writer). insert: `id` already decided by the caller; *row_text = the stored row
+     * as compact JSON text (malloc'd; pylon_schema_insert_text).
      * update: *row = the row after the change, NULL (no error) when the id does not exist.
      * remove: *found says whether a row was deleted. */
     bool (*insert)(pylon_store_conn *c, const pylon_entity *e, const char *id, const json_t *data,
-                   json_t **row, pylon_store_error *err);
+                   char **row_text, size_t *row_len, pylon_store_error *err);
     bool (*update)(pylon_store_conn *c, const pylon_entity *e, const char *id, const json_t *patch,
                    json_t **row, pylon_store_error *err);
     bool (*remove)(pylon_store_conn *c, const pylon_entity *e, const char *id, bool *found,

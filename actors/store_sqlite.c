@@ -886,7 +886,7 @@ static bool collect_columns(const pylon_entity *e, const json_t *data, const pyl
 }
 
 static bool sq_insert(pylon_store_conn *c, const pylon_entity *e, const char *id,
-                      const json_t *data, json_t **row, pylon_store_error *err)
+                      const json_t *data, char **row_text, size_t *row_len, pylon_store_error *err)
 {
     const pylon_field *fields[e->nfields + 1];
     const json_t *values[e->nfields + 1];
@@ -929,25 +929,9 @@ static bool sq_insert(pylon_store_conn *c, const pylon_entity *e, const char *id
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return step_error(c, rc, "INSERT_FAILED", err);
-    /* The stored row, built from what was bound rather than read back: the same values,
-     * typed as a read would type them (int fields as integers, float fields as reals). */
-    json_t *r = json_pack("{s:s}", "id", id);
-    for (size_t i = 0; r && i < e->nfields; i++) {
-        const pylon_field *f = &e->fields[i];
-        const json_t *v = json_object_get(data, f->name);
-        json_t *out;
-        if (!v || json_is_null(v))
-            out = json_null();
-        else if (f->type == PYLON_FIELD_INT && json_is_real(v))
-            out = json_integer((json_int_t)json_real_value(v));
-        else if (f->type == PYLON_FIELD_FLOAT && json_is_integer(v))
-            out = json_real((double)json_integer_value(v));
-        else
-            out = json_incref((json_t *)v);
-        json_object_set_new(r, f->name, out);
-    }
-    *row = r;
-    return r || pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+    /* The stored row, written from what was bound rather than read back. */
+    *row_text = pylon_schema_insert_text(e, id, data, row_len);
+    return *row_text || pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
 }
 
 static bool sq_update(pylon_store_conn *c, const pylon_entity *e, const char *id,
@@ -1027,7 +1011,10 @@ static bool sq_log_change(pylon_store_conn *c, pylon_change *ch, pylon_store_err
     sqlite3_bind_text(st, 2, ch->row_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, KIND_NAMES[ch->kind], -1, SQLITE_STATIC);
     if (fields) sqlite3_bind_text(st, 4, fields, -1, free);
-    if (data) sqlite3_bind_text(st, 5, data, -1, free);
+    if (data)
+        sqlite3_bind_text(st, 5, data, -1, free);
+    else if (ch->data_text) /* already text: bound without a copy */
+        sqlite3_bind_text(st, 5, ch->data_text, (int)ch->data_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, ch->ts_ms);
     if (ch->op_id) sqlite3_bind_text(st, 7, ch->op_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 8, c->seq + 1);

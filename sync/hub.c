@@ -64,12 +64,16 @@ void pylon_hub_on_changes(void *ctx, const pylon_change *changes, size_t n)
     if (!ev) return; /* clients catch up by pull */
     for (size_t i = 0; i < n; i++) {
         const pylon_change *c = &changes[i];
-        json_t *j = pylon_change_event_json(c->entity, c->row_id, KINDS[c->kind], c->fields,
-                                            c->data, c->seq, "");
+        /* Inserts come as text (no tree is built when nobody listens): parsed here. */
+        json_t *row = c->data        ? json_incref(c->data)
+                      : c->data_text ? json_loadb(c->data_text, c->data_len, 0, NULL)
+                                     : NULL;
+        json_t *j = pylon_change_event_json(c->entity, c->row_id, KINDS[c->kind], c->fields, row,
+                                            c->seq, "");
         char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
         ev[i].e = pylon_manifest_entity(h->m, c->entity);
-        ev[i].row = c->data ? json_incref(c->data) : NULL;
+        ev[i].row = row;
         if (text) {
             ev[i].ws = pylon_ws_frame(1, text, strlen(text));
             ev[i].sse = pylon_sse_event(text, strlen(text));
