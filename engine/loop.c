@@ -9,6 +9,7 @@
  */
 #include "engine/loop.h"
 #include "engine/log.h"
+#include "engine/runtime.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,6 +21,8 @@
 struct pylon_loop {
     uv_loop_t uv;
     uv_async_t async;
+    uv_prepare_t before_poll; /* both hand the actors readied by this thread to the workers */
+    uv_check_t after_poll;    /* (pylon_runtime_defer), so none waits across a blocking poll */
     pylon_mpsc tasks;
     atomic_bool stopping;
     pthread_t thread; /* for the join (the starting thread only) */
@@ -88,16 +91,30 @@ static void on_async(uv_async_t *async)
     }
 }
 
+static void flush_readied(uv_prepare_t *h)
+{
+    (void)h;
+    pylon_runtime_flush();
+}
+
+static void flush_readied_check(uv_check_t *h)
+{
+    (void)h;
+    pylon_runtime_flush();
+}
+
 static void *loop_thread(void *arg)
 {
     pylon_loop *loop = arg;
     loop->self = pthread_self();
     /* Named for top -H, perf and /proc/<pid>/task/<tid>/comm (15 characters at most). */
     char thread_name[16];
-    snprintf(thread_name, sizeof thread_name, "pylon-%s", loop->name);
+    snprintf(thread_name, sizeof thread_name, "pylon-%.9s", loop->name);
     pthread_setname_np(loop->self, thread_name);
     atomic_store_explicit(&loop->running, true, memory_order_release);
+    pylon_runtime_defer(true);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
+    pylon_runtime_defer(false);
     /* Its id may be reused by a later thread: not "on the loop thread" any more. */
     atomic_store_explicit(&loop->running, false, memory_order_release);
     return NULL;
@@ -114,6 +131,14 @@ pylon_loop *pylon_loop_create(const char *name, char *err, size_t errlen)
     if (rc == 0) {
         rc = uv_async_init(&loop->uv, &loop->async, on_async);
         if (rc != 0) uv_loop_close(&loop->uv);
+    }
+    if (rc == 0) { /* cannot fail on an initialised loop */
+        uv_prepare_init(&loop->uv, &loop->before_poll);
+        uv_prepare_start(&loop->before_poll, flush_readied);
+        uv_unref((uv_handle_t *)&loop->before_poll);
+        uv_check_init(&loop->uv, &loop->after_poll);
+        uv_check_start(&loop->after_poll, flush_readied_check);
+        uv_unref((uv_handle_t *)&loop->after_poll);
     }
     if (rc != 0) {
         snprintf(err, errlen, "cannot create I/O loop %s: %s", name, uv_strerror(rc));

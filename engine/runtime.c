@@ -239,11 +239,49 @@ static void requeue(worker *w, pylon_actor *a)
     if (ring_push(w, a) > 0 || w->runnext) wake_one(w->rt, false);
 }
 
+/* A non-worker thread's readied actors while it batches (pylon_runtime_defer). */
+static _Thread_local struct {
+    bool on;
+    pylon_runtime *rt;
+    pylon_actor *head, *tail;
+    uint32_t n;
+} deferred;
+
+void pylon_runtime_flush(void)
+{
+    if (deferred.n == 0) return;
+    pylon_runtime *rt = deferred.rt;
+    uint32_t n = deferred.n;
+    global_push_list(rt, deferred.head, deferred.tail, n);
+    deferred.head = deferred.tail = NULL;
+    deferred.n = 0;
+    wake_one(rt, true);
+    if (n > 1) wake_one(rt, true); /* a second worker if one sleeps: more than one is ready */
+}
+
+void pylon_runtime_defer(bool on)
+{
+    if (!on) pylon_runtime_flush();
+    deferred.on = on;
+}
+
 void pylon_runtime_schedule_(pylon_runtime *rt, pylon_actor *a)
 {
     worker *w = current_worker;
     if (w && w->rt == rt) {
         schedule_on(w, a);
+        return;
+    }
+    if (deferred.on) {
+        if (deferred.n && deferred.rt != rt) pylon_runtime_flush(); /* one runtime per batch */
+        deferred.rt = rt;
+        a->next_ready = NULL;
+        if (deferred.tail)
+            deferred.tail->next_ready = a;
+        else
+            deferred.head = a;
+        deferred.tail = a;
+        deferred.n++;
         return;
     }
     global_push_list(rt, a, a, 1);

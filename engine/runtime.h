@@ -13,6 +13,7 @@
 #ifndef PYLON_ENGINE_RUNTIME_H
 #define PYLON_ENGINE_RUNTIME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,16 @@ void pylon_runtime_destroy(pylon_runtime *rt);
 
 unsigned pylon_runtime_workers(const pylon_runtime *rt);
 void pylon_runtime_stats_get(pylon_runtime *rt, pylon_runtime_stats *out);
+
+/* Batching for threads that are not workers (an I/O loop). After pylon_runtime_defer(true),
+ * the actors this thread readies are held and handed to the workers together by the next
+ * pylon_runtime_flush(): one global-queue lock and at most two wake-ups per batch instead of
+ * one of each per message (a loop reading 50 requests in one poll wakes workers once). The
+ * thread must flush before it can block: the I/O loop flushes right after each poll and
+ * before the next. pylon_runtime_defer(false) flushes and ends batching. Worker threads
+ * ignore this (they schedule on their own ring without a lock or a wake-up). */
+void pylon_runtime_defer(bool on);
+void pylon_runtime_flush(void);
 
 /* Index of the worker running the calling thread, or -1 for any other thread. */
 int pylon_runtime_current_worker(void);

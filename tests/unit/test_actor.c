@@ -17,7 +17,9 @@
  *      the runtime counts at least one run per batch;
  *  (e) ping-pong: one message bounced between two actors for 100,000 round trips;
  *  (f) reference counting: an actor lives while anyone holds a reference and is freed
- *      (live_actors back to 0) once stopped and released by everyone (ASan checks the rest).
+ *      (live_actors back to 0) once stopped and released by everyone (ASan checks the rest);
+ *  (g) a non-worker thread that batches (pylon_runtime_defer) holds the actors it readies
+ *      until it flushes: nothing runs before, everything after, sleeping workers are woken.
  * Violations seen on workers are counted and asserted on the test's own thread.
  */
 #include "engine/actor.h"
@@ -1058,5 +1060,64 @@ Test(actor, accessors)
     pylon_actor_release(a);
     cr_assert(wait_live(acc_rt, 0, 5000));
     pylon_runtime_destroy(acc_rt);
+    assert_no_leaks();
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* (g) batching from a non-worker thread (pylon_runtime_defer)                               */
+/* ---------------------------------------------------------------------------------------- */
+
+static _Atomic uint64_t g_deferred_seen;
+
+static void deferred_count(pylon_actor *self, pylon_msg *m)
+{
+    (void)self;
+    atomic_fetch_add(&g_deferred_seen, 1);
+    pylon_msg_free(m);
+}
+
+static const pylon_actor_def deferred_def = {.name = "deferred", .behaviour = deferred_count};
+
+static void send_plain(pylon_actor *a)
+{
+    pylon_msg *m = malloc(sizeof *m);
+    cr_assert_not_null(m);
+    pylon_msg_init(m, 1, NULL);
+    pylon_actor_send(a, m);
+}
+
+Test(runtime, deferred_sends_are_held_until_flush_then_all_delivered, .timeout = 30)
+{
+    atomic_store(&g_deferred_seen, 0);
+    pylon_runtime *rt = make_runtime(2, 0);
+    pylon_actor *actors[8];
+    for (int i = 0; i < 8; i++)
+        actors[i] = pylon_actor_spawn(rt, &deferred_def, NULL);
+    sleep_ms(20); /* both workers go to sleep: the flush must wake them */
+
+    pylon_runtime_defer(true);
+    for (int round = 0; round < 50; round++)
+        for (int i = 0; i < 8; i++)
+            send_plain(actors[i]);
+    sleep_ms(50);
+    cr_assert_eq(atomic_load(&g_deferred_seen), 0, "ran before the flush");
+    pylon_runtime_flush();
+    cr_assert(wait_u64(&g_deferred_seen, 400, 10000), "delivered %llu of 400 after the flush",
+              (unsigned long long)atomic_load(&g_deferred_seen));
+
+    for (int i = 0; i < 8; i++) /* ending the batching hands over what is held */
+        send_plain(actors[i]);
+    pylon_runtime_defer(false);
+    cr_assert(wait_u64(&g_deferred_seen, 408, 10000), "defer(false) left %llu of 408",
+              (unsigned long long)atomic_load(&g_deferred_seen));
+
+    send_plain(actors[0]); /* not batching any more: delivered at once */
+    cr_assert(wait_u64(&g_deferred_seen, 409, 10000));
+    for (int i = 0; i < 8; i++) {
+        pylon_actor_stop(actors[i]);
+        pylon_actor_release(actors[i]);
+    }
+    cr_assert(wait_live(rt, 0, 10000));
+    pylon_runtime_destroy(rt);
     assert_no_leaks();
 }

@@ -7,11 +7,15 @@
  * (a uv_timer and a listening uv_tcp: closed, fd gone, nothing logged about open handles),
  * runs the close callbacks of handles being closed, and returns; a loop that was never
  * started can be destroyed and still runs what was queued; a flood of tasks does not starve
- * the loop's I/O (a timer due meanwhile fires before the flood is through).
+ * the loop's I/O (a timer due meanwhile fires before the flood is through); messages the loop
+ * thread sends to actors (held and handed over around each poll) are delivered, also when sent
+ * from a timer callback right before the loop blocks in poll.
  */
 #include "engine/clock.h"
 #include "engine/log.h"
 #include "engine/loop.h"
+#include "engine/actor.h"
+#include "engine/runtime.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -388,5 +392,67 @@ Test(loop, a_flood_of_tasks_lets_the_loop_serve_io_in_between, .timeout = 30)
                      atomic_load(&tasks[i].runs));
     cr_assert_eq(atomic_load(&g_off_thread), 0);
     free(tasks);
+    assert_no_leaks();
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* messages to actors sent on the loop thread                                                */
+/* ---------------------------------------------------------------------------------------- */
+
+/* The loop batches the actors it readies (pylon_runtime_defer) and hands them over around each
+ * poll: a message sent from a task or from a timer callback, after which the loop blocks in
+ * poll with nothing else to do, must still be delivered. */
+static _Atomic uint64_t g_actor_got;
+static pylon_actor *g_target;
+static uv_timer_t g_send_timer;
+
+static void got_behaviour(pylon_actor *self, pylon_msg *m)
+{
+    (void)self;
+    atomic_fetch_add(&g_actor_got, 1);
+    pylon_msg_free(m);
+}
+
+static const pylon_actor_def got_def = {.name = "got", .behaviour = got_behaviour};
+
+static void send_one(void)
+{
+    pylon_msg *m = malloc(sizeof *m);
+    pylon_msg_init(m, 1, NULL);
+    pylon_actor_send(g_target, m);
+}
+
+static void timer_send(uv_timer_t *t)
+{
+    (void)t;
+    send_one(); /* from the timer phase, then the loop polls with nothing to do */
+}
+
+static void start_sending(pylon_loop_task *task, pylon_loop *loop)
+{
+    free(task);
+    send_one();
+    uv_timer_init(pylon_loop_uv(loop), &g_send_timer);
+    uv_timer_start(&g_send_timer, timer_send, 20, 0);
+}
+
+Test(loop, actor_messages_sent_on_the_loop_thread_are_delivered, .timeout = 30)
+{
+    char err[256] = "";
+    pylon_runtime_options opt = {.workers = 2};
+    pylon_runtime *rt = pylon_runtime_create(&opt, err, sizeof err);
+    cr_assert_not_null(rt, "%s", err);
+    g_target = pylon_actor_spawn(rt, &got_def, NULL);
+    g_loop = make_loop("sends");
+    cr_assert_eq(pylon_loop_start(g_loop), 0);
+    pylon_loop_task *t = malloc(sizeof *t);
+    t->run = start_sending;
+    pylon_loop_post(g_loop, t);
+    cr_assert(wait_u64(&g_actor_got, 2, 5000), "delivered %llu of 2",
+              (unsigned long long)atomic_load(&g_actor_got));
+    pylon_loop_destroy(g_loop);
+    pylon_actor_stop(g_target);
+    pylon_actor_release(g_target);
+    pylon_runtime_destroy(rt);
     assert_no_leaks();
 }
