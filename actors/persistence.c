@@ -31,6 +31,7 @@ struct pylon_persistence {
     pylon_change *changes; /* this transaction's change-log entries, for the listener */
     size_t nchanges, changes_cap;
     _Atomic uint64_t txns, reqs;
+    _Atomic uint64_t commits; /* see pylon_persistence_commits */
     _Atomic int64_t head_seq; /* last change-log seq committed */
     int64_t trimmed_upto;     /* retention: change-log rows up to here are gone */
     pthread_mutex_t lock;     /* with cond: on_stop reports the final flush */
@@ -71,6 +72,13 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool commit(pylon_persistence *p, pylon_store_error *err)
+{
+    if (!p->o.backend->commit(p->conn, err)) return false;
+    atomic_fetch_add_explicit(&p->commits, 1, memory_order_release);
+    return true;
 }
 
 static bool note_change(pylon_persistence *p, pylon_write_op *op, json_t *fields)
@@ -250,7 +258,7 @@ static void commit_staged(pylon_persistence *p)
     pylon_store_error err = {0};
     bool committed = false;
     p->nchanges = 0;
-    if (b->begin(p->conn, &err) && run_staged(p, &err)) committed = b->commit(p->conn, &err);
+    if (b->begin(p->conn, &err) && run_staged(p, &err)) committed = commit(p, &err);
     if (!committed) {
         pylon_log_error("db", "write transaction failed: %s", err.message);
         for (size_t i = 0; i < p->nstaged; i++)
@@ -269,7 +277,7 @@ static void commit_staged(pylon_persistence *p)
             pylon_store_error terr;
             int64_t upto = head - p->o.retain;
             if (b->begin(p->conn, &terr) && b->trim_changes(p->conn, upto, &terr) &&
-                b->commit(p->conn, &terr))
+                commit(p, &terr))
                 p->trimmed_upto = upto;
             else
                 pylon_log_warn("db", "change-log retention failed: %s", terr.message);
@@ -306,7 +314,7 @@ static void commit_checkpoints(pylon_persistence *p)
                      : b->shard_put(p->conn, &c->row, &err);
     }
     if (ok)
-        ok = b->commit(p->conn, &err);
+        ok = commit(p, &err);
     else if (err.code)
         b->rollback(p->conn);
     if (!ok) pylon_log_error("db", "shard checkpoints not written: %s", err.message);
@@ -456,6 +464,11 @@ double pylon_persistence_mean_batch(const pylon_persistence *p)
     uint64_t t = atomic_load_explicit(&((pylon_persistence *)p)->txns, memory_order_relaxed);
     uint64_t r = atomic_load_explicit(&((pylon_persistence *)p)->reqs, memory_order_relaxed);
     return t ? (double)r / (double)t : 0.0;
+}
+
+const _Atomic uint64_t *pylon_persistence_commits(const pylon_persistence *p)
+{
+    return &p->commits;
 }
 
 int64_t pylon_persistence_head_seq(const pylon_persistence *p)

@@ -18,6 +18,7 @@
 #include "engine/actor.h"
 #include "engine/runtime.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -80,6 +81,10 @@ bool pylon_persistence_busy(const pylon_persistence *p);
 unsigned pylon_persistence_queue_depth(const pylon_persistence *p);
 /* The last change-log seq committed (for /metrics and the sync layer). */
 int64_t pylon_persistence_head_seq(const pylon_persistence *p);
+/* Transactions committed so far, counted the moment each COMMIT returns (before anyone is
+ * answered or told of the change): a reader whose snapshot began after it read value N sees
+ * every commit counted up to N (readers.h). */
+const _Atomic uint64_t *pylon_persistence_commits(const pylon_persistence *p);
 /* Mean requests per transaction since start (for /metrics). */
 double pylon_persistence_mean_batch(const pylon_persistence *p);
 /* Commits what is queued, checkpoints the WAL (TRUNCATE), closes the connection and stops the

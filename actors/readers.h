@@ -4,7 +4,9 @@
  * Owns: the reader connections (PYLON_READ_POOL, default 4). A read request carries its own
  * work as a function run on whichever reader takes it, with that reader's connection; reads
  * never wait behind writes (WAL readers see the last committed state). Requests go to the
- * reader with the fewest queued, so one slow query does not hold up the others.
+ * reader with the fewest queued, so one slow query does not hold up the others. A reader
+ * reuses one read snapshot for the requests of one run while the writer commits nothing, and
+ * never holds it while idle.
  */
 #ifndef PYLON_ACTORS_READERS_H
 #define PYLON_ACTORS_READERS_H
@@ -13,6 +15,9 @@
 #include "engine/actor.h"
 #include "http/http.h"
 #include "engine/runtime.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
 
 typedef struct pylon_readers pylon_readers;
 typedef struct pylon_read_req pylon_read_req;
@@ -27,9 +32,11 @@ struct pylon_read_req {
     pylon_http_exchange *ex;
 };
 
+/* `writer_commits` (pylon_persistence_commits): lets a reader keep one snapshot for the
+ * requests of a run as long as the writer commits nothing meanwhile; NULL: one per read. */
 pylon_readers *pylon_readers_start(pylon_runtime *rt, const pylon_store_backend *b,
                                    const char *target, const pylon_manifest *m, unsigned n,
-                                   pylon_store_error *err);
+                                   const _Atomic uint64_t *writer_commits, pylon_store_error *err);
 void pylon_readers_submit(pylon_readers *r, pylon_read_req *req);
 void pylon_readers_stop(pylon_readers *r);
 

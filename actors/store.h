@@ -79,6 +79,11 @@ typedef struct pylon_store_backend {
     void (*savepoint_release)(pylon_store_conn *c);
     void (*savepoint_rollback)(pylon_store_conn *c);
 
+    /* Readers: one snapshot for several reads (read_begin true: reads see the database as of
+     * the first of them until read_end). Optional; false when the connection cannot. */
+    bool (*read_begin)(pylon_store_conn *c);
+    void (*read_end)(pylon_store_conn *c);
+
     /* Reads. *row / *rows are new references on success. A missing row is not an error:
      * *row is NULL. */
     bool (*get)(pylon_store_conn *c, const pylon_entity *e, const char *id, json_t **row,

@@ -35,6 +35,7 @@ struct pylon_store_conn {
      * savepoint began, so a rollback gives the numbers back. The writer numbers changes itself
      * (no AUTOINCREMENT: its sqlite_sequence update cost a b-tree write per change). */
     int64_t seq, seq_at_begin, seq_at_savepoint;
+    bool memory; /* the shared-cache in-memory database (no WAL snapshots) */
 };
 
 bool pylon_store_fail(pylon_store_error *err, int status, const char *code, const char *fmt, ...)
@@ -459,6 +460,7 @@ static pylon_store_conn *sq_open(const char *target, bool writer, const pylon_ma
                 SQLITE_OPEN_NOMUTEX;
     /* ":memory:" would give every connection its own empty database: share one instead. */
     bool memory = strcmp(target, ":memory:") == 0;
+    c->memory = memory;
     if (memory) {
         target = "file:pylon-memory?mode=memory&cache=shared";
         flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
@@ -543,6 +545,20 @@ static void sq_rollback(pylon_store_conn *c)
 {
     sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
     c->seq = c->seq_at_begin;
+}
+
+/* A reader's snapshot held across several requests: only with WAL (the shared-cache memory
+ * database would hold table locks against the writer instead). */
+static bool sq_read_begin(pylon_store_conn *c)
+{
+    return !c->memory && !c->writer && run_cached(c, "BEGIN", NULL);
+}
+
+static void sq_read_end(pylon_store_conn *c)
+{
+    /* SQLite may have ended it already (some errors roll back); COMMIT of a read changes
+     * nothing, and it cannot fail while every cached statement is reset, as they are here. */
+    if (!sqlite3_get_autocommit(c->db)) run_cached(c, "COMMIT", NULL);
 }
 
 static bool sq_savepoint(pylon_store_conn *c, pylon_store_error *err)
@@ -1241,6 +1257,8 @@ const pylon_store_backend pylon_store_sqlite = {
     .savepoint = sq_savepoint,
     .savepoint_release = sq_savepoint_release,
     .savepoint_rollback = sq_savepoint_rollback,
+    .read_begin = sq_read_begin,
+    .read_end = sq_read_end,
     .get = sq_get,
     .get_text = sq_get_text,
     .find = sq_find,

@@ -653,6 +653,52 @@ describe('concurrent writers share a group commit without sharing failures', { t
   });
 });
 
+describe('read-your-writes while readers reuse snapshots', { timeout: 60000 }, () => {
+  // Readers keep one SQLite snapshot for the requests of a run while the writer commits
+  // nothing (actors/readers.c). One reader (PYLON_READ_POOL=1) kept busy by list queries has
+  // long runs, so commits land between the reads of a run all the time: every read must
+  // still see every write that was answered before it was sent.
+  it('16 clients × 12 rounds of insert → get → patch → get → delete → get, beside list load', async () => {
+    const main = srv;
+    srv = await startPylon({ args: ['dev'], env: { PYLON_MANIFEST: MANIFEST, PYLON_ADMIN_TOKEN: ADMIN_TOKEN, PYLON_READ_POOL: '1' } });
+    try {
+      const rows = Array.from({ length: 400 }, () => ({ op: 'insert', entity: 'Todo', data: todo({ notes: 'x'.repeat(200) }) }));
+      assert.equal((await admin('POST', '/api/batch', { operations: rows })).status, 200);
+      let stop = false;
+      const lister = async () => {
+        while (!stop) assert.equal((await call('GET', '/api/entities/Todo?limit=400')).status, 200);
+      };
+      const client = async (c) => {
+        for (let r = 0; r < 12; r++) {
+          const title = `ryw ${c}/${r}`;
+          const ins = await call('POST', '/api/entities/Todo', todo({ title }));
+          assert.equal(ins.status, 201, ins.body);
+          const id = ins.json.id;
+          let got = await call('GET', `/api/entities/Todo/${id}`);
+          assert.equal(got.status, 200, `insert of ${title} not visible: ${got.body}`);
+          assert.equal(got.json.title, title);
+          assert.equal((await call('PATCH', `/api/entities/Todo/${id}`, { priority: r + 1 })).status, 200);
+          got = await call('GET', `/api/entities/Todo/${id}`);
+          assert.equal(got.json.priority, r + 1, `patch of ${title} not visible`);
+          assert.equal((await call('DELETE', `/api/entities/Todo/${id}`)).status, 200);
+          got = await call('GET', `/api/entities/Todo/${id}`);
+          assert.equal(got.status, 404, `delete of ${title} not visible`);
+        }
+      };
+      const listers = Array.from({ length: 6 }, lister);
+      try {
+        await Promise.all(Array.from({ length: 16 }, (_, c) => client(c)));
+      } finally {
+        stop = true;
+        await Promise.all(listers);
+      }
+    } finally {
+      await srv.dispose();
+      srv = main;
+    }
+  });
+});
+
 describe('links', { timeout: 10000 }, () => {
   it('/api/link sets the relation field, /api/unlink clears it', async () => {
     const p = await call('POST', '/api/entities/Project', { name: 'Linked' });

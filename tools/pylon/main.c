@@ -242,8 +242,9 @@ static int serve(const pylon_config *cfg)
                                     .on_changes = pylon_hub_on_changes,
                                     .listener_ctx = hub};
     if (!(writer = pylon_persistence_start(rt, &po, &serr)) ||
-        !(readers = pylon_readers_start(rt, &pylon_store_sqlite, cfg->db_path, manifest,
-                                        cfg->read_pool, &serr))) {
+        !(readers =
+              pylon_readers_start(rt, &pylon_store_sqlite, cfg->db_path, manifest, cfg->read_pool,
+                                  pylon_persistence_commits(writer), &serr))) {
         pylon_log_error("pylon", "database PYLON_DB_PATH=%s: %s", cfg->db_path, serr.message);
         goto out;
     }
