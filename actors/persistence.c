@@ -33,7 +33,8 @@ struct pylon_persistence {
     _Atomic uint64_t txns, reqs;
     _Atomic uint64_t commits; /* see pylon_persistence_commits */
     _Atomic int64_t head_seq; /* last change-log seq committed */
-    int64_t trimmed_upto;     /* retention: change-log rows up to here are gone */
+    int64_t trimmed_upto;     /* retention: change-log rows up to here are compacted, */
+    int64_t trimmed_head;     /* against every event up to here (0, 0: not this run) */
     pthread_mutex_t lock;     /* with cond: on_stop reports the final flush */
     pthread_cond_t cond;
     bool stopped;
@@ -276,11 +277,15 @@ static void commit_staged(pylon_persistence *p)
         if (head - p->trimmed_upto > p->o.retain + p->o.retain / 100 + 1) {
             pylon_store_error terr;
             int64_t upto = head - p->o.retain;
-            if (b->begin(p->conn, &terr) && b->trim_changes(p->conn, upto, &terr) &&
-                commit(p, &terr))
+            bool began = b->begin(p->conn, &terr);
+            if (began && b->trim_changes(p->conn, p->trimmed_upto, p->trimmed_head, upto, &terr) &&
+                commit(p, &terr)) {
                 p->trimmed_upto = upto;
-            else
+                p->trimmed_head = head;
+            } else {
+                if (began) b->rollback(p->conn); /* a failed COMMIT has rolled back already */
                 pylon_log_warn("db", "change-log retention failed: %s", terr.message);
+            }
         }
     }
     for (size_t i = 0; i < p->nchanges; i++)

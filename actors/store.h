@@ -116,8 +116,11 @@ typedef struct pylon_store_backend {
     bool (*log_change)(pylon_store_conn *c, pylon_change *ch, pylon_store_error *err);
     /* Whether a sync push op id was already applied. */
     bool (*op_seen)(pylon_store_conn *c, const char *op_id, bool *seen, pylon_store_error *err);
-    /* Retention: drops change-log rows (and op ids) with seq <= upto. */
-    bool (*trim_changes)(pylon_store_conn *c, int64_t upto, pylon_store_error *err);
+    /* Retention: compacts the change log up to `upto` and drops op ids with seq <= upto.
+     * done_upto/done_head: the `upto` and the head of the last pass that committed (0, 0:
+     * none known; a full pass). */
+    bool (*trim_changes)(pylon_store_conn *c, int64_t done_upto, int64_t done_head, int64_t upto,
+                         pylon_store_error *err);
     /* Change-log rows with seq > since, ascending, at most `limit`; *oldest = the oldest
      * retained seq (0 when the log is empty). Each row: {seq, entity, row_id, kind, fields,
      * data, ts}. */
