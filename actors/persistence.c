@@ -251,6 +251,24 @@ static bool run_staged(pylon_persistence *p, pylon_store_error *err)
     return true;
 }
 
+/* Retention, in its own small transaction now and then (every ~1% of the window). */
+static void trim_changes(pylon_persistence *p, int64_t head)
+{
+    if (head - p->trimmed_upto <= p->o.retain + p->o.retain / 100 + 1) return;
+    const pylon_store_backend *b = p->o.backend;
+    pylon_store_error err;
+    int64_t upto = head - p->o.retain;
+    bool began = b->begin(p->conn, &err);
+    if (began && b->trim_changes(p->conn, p->trimmed_upto, p->trimmed_head, upto, &err) &&
+        commit(p, &err)) {
+        p->trimmed_upto = upto;
+        p->trimmed_head = head;
+    } else {
+        if (began) b->rollback(p->conn); /* a failed COMMIT has rolled back already */
+        pylon_log_warn("db", "change-log retention failed: %s", err.message);
+    }
+}
+
 /* Group commit: everything staged during this run in one transaction. */
 static void commit_staged(pylon_persistence *p)
 {
@@ -269,24 +287,11 @@ static void commit_staged(pylon_persistence *p)
                 op->ok = false;
             }
     }
+    int64_t head = 0;
     if (committed && p->nchanges) {
-        int64_t head = p->changes[p->nchanges - 1].seq;
+        head = p->changes[p->nchanges - 1].seq;
         atomic_store_explicit(&p->head_seq, head, memory_order_relaxed);
         if (p->o.on_changes) p->o.on_changes(p->o.listener_ctx, p->changes, p->nchanges);
-        /* Retention, in its own small transaction now and then (every ~1% of the window). */
-        if (head - p->trimmed_upto > p->o.retain + p->o.retain / 100 + 1) {
-            pylon_store_error terr;
-            int64_t upto = head - p->o.retain;
-            bool began = b->begin(p->conn, &terr);
-            if (began && b->trim_changes(p->conn, p->trimmed_upto, p->trimmed_head, upto, &terr) &&
-                commit(p, &terr)) {
-                p->trimmed_upto = upto;
-                p->trimmed_head = head;
-            } else {
-                if (began) b->rollback(p->conn); /* a failed COMMIT has rolled back already */
-                pylon_log_warn("db", "change-log retention failed: %s", terr.message);
-            }
-        }
     }
     for (size_t i = 0; i < p->nchanges; i++)
         json_decref(p->changes[i].fields);
@@ -303,6 +308,7 @@ static void commit_staged(pylon_persistence *p)
             pylon_write_req_free(req);
     }
     p->nstaged = 0;
+    if (head) trim_changes(p, head); /* after the answers: nobody waits for it */
 }
 
 /* Shard checkpoints in one transaction of their own: they are never part of a write request's
