@@ -16,10 +16,12 @@
 #include "engine/clock.h"
 #include "engine/log.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define MAX_HEADERS   100
 #define READ_BUF_SIZE 65536
@@ -1018,6 +1020,47 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     http_feed(c, (const uint8_t *)buf->base, (size_t)nread);
 }
 
+/* A connection accepted on one loop and handed to another (pylon_conn_accept). */
+typedef struct handoff {
+    pylon_loop_task task;
+    io_loop *to;
+    int fd, kind;
+} handoff;
+
+static void conn_start(io_loop *io, pylon_conn *c, int kind);
+
+/* On the receiving loop's thread: the socket becomes one of its connections. */
+static void adopt(pylon_loop_task *task, pylon_loop *loop)
+{
+    handoff *h = (handoff *)task;
+    io_loop *io = h->to;
+    int fd = h->fd, kind = h->kind;
+    free(h);
+    if (!pylon_loop_on_thread(loop)) { /* the loop stopped first: run by its destroy */
+        close(fd);
+        return;
+    }
+    pylon_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->io = io;
+    c->listener = (uint8_t)kind;
+    uv_tcp_init(pylon_loop_uv(loop), &c->tcp);
+    c->tcp.data = c;
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    conn_start(io, c, kind);
+}
+
+/* Every loop listens on the same socket and the first to wake accepts (libuv then takes all
+ * that are pending), so one loop could end up with nearly every connection. With several
+ * loops, accepted connections are dealt round-robin instead: one for another loop leaves as
+ * a duplicate of its descriptor in a task to that loop. */
 void pylon_conn_accept(io_loop *io, uv_stream_t *listener, int kind)
 {
     pylon_http_server *srv = io->srv;
@@ -1031,6 +1074,32 @@ void pylon_conn_accept(io_loop *io, uv_stream_t *listener, int kind)
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
+    io_loop *to = io;
+    if (srv->nloops > 1) to = &srv->loops[atomic_fetch_add(&srv->next_loop, 1) % srv->nloops];
+    if (to == io) {
+        conn_start(io, c, kind);
+        return;
+    }
+    uv_os_fd_t fd = -1;
+    handoff *h = malloc(sizeof *h);
+    int dup_fd =
+        h && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free); /* closes the original descriptor */
+    if (dup_fd < 0) {
+        free(h);
+        return;
+    }
+    h->task.run = adopt;
+    h->to = to;
+    h->fd = dup_fd;
+    h->kind = kind;
+    pylon_loop_post(to->loop, &h->task);
+}
+
+/* An accepted connection on its own loop: per-IP caps, then reading. */
+static void conn_start(io_loop *io, pylon_conn *c, int kind)
+{
+    pylon_http_server *srv = io->srv;
     struct sockaddr_storage ss;
     int sslen = sizeof ss;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0) {

@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,10 +236,11 @@ static void stop_accepting(io_loop *io, void *arg)
     pylon_conn_shutdown_idle(io);
 }
 
+/* The counts below are summed by every loop at once: atomically. */
 static void count_busy(io_loop *io, void *arg)
 {
     pylon_conn_shutdown_idle(io); /* keep-alive connections that just finished a request */
-    *(unsigned *)arg += io->http_busy;
+    atomic_fetch_add((atomic_uint *)arg, io->http_busy);
 }
 
 static void count_open(io_loop *io, void *arg)
@@ -246,7 +248,7 @@ static void count_open(io_loop *io, void *arg)
     unsigned n = 0;
     for (pylon_conn *c = io->conns; c; c = c->next)
         n++;
-    *(unsigned *)arg += n;
+    atomic_fetch_add((atomic_uint *)arg, n);
 }
 
 static void close_streams(io_loop *io, void *arg)
@@ -294,8 +296,9 @@ void pylon_http_server_shutdown(pylon_http_server *srv, unsigned drain_s)
     /* 2. In-flight requests finish (answers carry Connection: close), up to the cap. */
     uint64_t deadline = pylon_clock_now_ns() + (uint64_t)drain_s * PYLON_NS_PER_SEC;
     for (;;) {
-        unsigned busy = 0;
-        on_every_loop(srv, count_busy, &busy);
+        atomic_uint busy_sum = 0;
+        on_every_loop(srv, count_busy, &busy_sum);
+        unsigned busy = atomic_load(&busy_sum);
         if (busy == 0) break;
         if (pylon_clock_now_ns() >= deadline) {
             pylon_log_warn("http", "drain cap of %u s reached with %u request(s) unfinished",
@@ -308,8 +311,9 @@ void pylon_http_server_shutdown(pylon_http_server *srv, unsigned drain_s)
     on_every_loop(srv, close_streams, NULL);
     uint64_t flush_deadline = pylon_clock_now_ns() + 2 * PYLON_NS_PER_SEC;
     for (;;) {
-        unsigned open = 0;
-        on_every_loop(srv, count_open, &open);
+        atomic_uint open_sum = 0;
+        on_every_loop(srv, count_open, &open_sum);
+        unsigned open = atomic_load(&open_sum);
         if (open == 0) break;
         if (pylon_clock_now_ns() >= flush_deadline) {
             pylon_log_warn("http", "%u connection(s) not flushed after 2 s: closed", open);

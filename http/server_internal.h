@@ -65,7 +65,8 @@ struct pylon_http_server {
     unsigned nloops;
     uint64_t start_ns;
     atomic_bool draining;
-    pthread_mutex_t lock; /* with `cond`: shutdown steps wait for the loops to report */
+    atomic_uint next_loop; /* round-robin: the loop that gets the next accepted connection */
+    pthread_mutex_t lock;  /* with `cond`: shutdown steps wait for the loops to report */
     pthread_cond_t cond;
     unsigned pending_reports;
 };

@@ -665,3 +665,91 @@ Test(ws, stalled_loop_sync_stream_keeps_every_frame_in_order)
 {
     stalled_loop(1, false);
 }
+
+/* ---- several I/O loops: accepted connections are dealt round-robin ---------------------- */
+
+/* Each loop listens on the same socket and the first one awake accepts everything pending;
+ * pylon_conn_accept hands connections to the loops in turn instead. An inline route answers
+ * with the index of the loop thread it runs on. */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t seen_threads[8];
+static int nseen;
+
+static void which_loop(pylon_http_exchange *ex, void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&seen_lock);
+    int k = 0;
+    while (k < nseen && !pthread_equal(seen_threads[k], pthread_self()))
+        k++;
+    if (k == nseen && nseen < 8) seen_threads[nseen++] = pthread_self();
+    pthread_mutex_unlock(&seen_lock);
+    char body[16];
+    snprintf(body, sizeof body, "%d", k);
+    pylon_http_respond_json(ex, 200, body);
+}
+
+/* One GET /which on an open connection: the loop index from the body. */
+static int ask_which(int fd)
+{
+    static const char req[] = "GET /which HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(fd, req, sizeof req - 1);
+    char buf[2048];
+    size_t got = 0;
+    for (;;) { /* up to the end of a short body: headers, blank line, one digit */
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        cr_assert_gt(poll(&pf, 1, 2000), 0, "no answer");
+        ssize_t r = read(fd, buf + got, sizeof buf - 1 - got);
+        cr_assert_gt(r, 0, "connection closed");
+        got += (size_t)r;
+        buf[got] = '\0';
+        const char *end = strstr(buf, "\r\n\r\n");
+        if (end && end[4]) return atoi(end + 4);
+    }
+}
+
+Test(io_loops, accepted_connections_are_dealt_round_robin, .timeout = 30)
+{
+    pylon_router *r = pylon_router_new();
+    cr_assert(pylon_router_add_inline(r, PYLON_M_GET, "/which", which_loop, NULL));
+    pylon_guard_config gc = {.dev = true, .rate_window_s = 60};
+    pylon_guard *g = pylon_guard_new(&gc);
+    pylon_http_server *s = NULL;
+    char err[256] = "";
+    int port = 0;
+    for (int attempt = 0; attempt < 20 && !s; attempt++) {
+        port = 20000 + (int)((unsigned)getpid() * 7907u + (unsigned)attempt * 104723u) % 40000;
+        pylon_http_server_options o = {.host = "127.0.0.1",
+                                       .port = port,
+                                       .io_threads = 3,
+                                       .max_header_bytes = 16384,
+                                       .max_body_bytes = 1 << 20,
+                                       .header_timeout_s = 10,
+                                       .body_timeout_s = 10,
+                                       .idle_timeout_s = 60,
+                                       .router = r,
+                                       .guard = g};
+        s = pylon_http_server_start(&o, err, sizeof err);
+    }
+    cr_assert(s, "server did not start: %s", err);
+    enum { CONNS = 30 };
+    int fds[CONNS], per_loop[8] = {0};
+    for (int i = 0; i < CONNS; i++)
+        fds[i] = dial(port); /* all opened before any is used: accepted in bursts */
+    for (int i = 0; i < CONNS; i++) {
+        int k = ask_which(fds[i]);
+        cr_assert(k >= 0 && k < 8);
+        cr_assert_eq(ask_which(fds[i]), k, "a connection stays on its loop (keep-alive)");
+        per_loop[k]++;
+    }
+    cr_assert_eq(nseen, 3, "all three loops serve connections (%d did)", nseen);
+    for (int k = 0; k < 3; k++)
+        cr_assert_eq(per_loop[k], CONNS / 3, "loop %d has %d of %d connections", k, per_loop[k],
+                     CONNS);
+    for (int i = 0; i < CONNS; i++)
+        close(fds[i]);
+    pylon_http_server_shutdown(s, 1);
+    pylon_http_server_destroy(s);
+    pylon_router_free(r);
+    pylon_guard_free(g);
+}
