@@ -815,7 +815,9 @@ static void dispatch(pylon_conn *c, const uint8_t *rest, size_t rest_len)
     else {
         /* 3. Per-IP rate limit (OPTIONS exempt). */
         if (req->method != HTTP_OPTIONS) {
-            unsigned wait = pylon_rate_limiter_hit(io->rate, req->client_ip, loop_now_s(io));
+            pthread_mutex_lock(&srv->per_ip_lock);
+            unsigned wait = pylon_rate_limiter_hit(srv->rate, req->client_ip, loop_now_s(io));
+            pthread_mutex_unlock(&srv->per_ip_lock);
             if (wait) {
                 char msg[96], hdr[64];
                 snprintf(msg, sizeof msg, "Too many requests. Retry after %u seconds.", wait);
@@ -1110,31 +1112,30 @@ static void conn_start(io_loop *io, pylon_conn *c, int kind)
     }
     c->peer_loopback = strncmp(c->peer_ip, "127.", 4) == 0 || strcmp(c->peer_ip, "::1") == 0 ||
                        strncmp(c->peer_ip, "::ffff:127.", 11) == 0;
-    /* Per-IP caps: excess connections are closed at once, before any byte is read. */
+    /* Per-IP caps (over all loops): excess connections are closed at once, before any byte is
+     * read. */
     uint32_t h = 2166136261u;
     for (const char *p = c->peer_ip; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
-    ip_slot **bucket = &io->ips[h % IP_BUCKETS], *slot = *bucket;
-    while (slot && strcmp(slot->ip, c->peer_ip) != 0)
-        slot = slot->next;
     unsigned cap =
         kind == PYLON_LISTEN_MAIN ? srv->opt.max_conns_per_ip : srv->opt.max_stream_conns_per_ip;
-    if ((slot && cap && slot->count[kind] >= cap) || atomic_load(&srv->draining)) {
-        STAT_ADD(io->stats.rejected_conns, 1);
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
-        return;
-    }
-    if (!slot) {
-        slot = calloc(1, sizeof *slot);
-        if (!slot) {
-            uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
-            return;
-        }
+    pthread_mutex_lock(&srv->per_ip_lock);
+    ip_slot **bucket = &srv->ips[h % IP_BUCKETS], *slot = *bucket;
+    while (slot && strcmp(slot->ip, c->peer_ip) != 0)
+        slot = slot->next;
+    bool refuse = (slot && cap && slot->count[kind] >= cap) || atomic_load(&srv->draining);
+    if (!refuse && !slot && (slot = calloc(1, sizeof *slot))) {
         snprintf(slot->ip, sizeof slot->ip, "%s", c->peer_ip);
         slot->next = *bucket;
         *bucket = slot;
     }
-    slot->count[kind]++;
+    if (!refuse && slot) slot->count[kind]++;
+    pthread_mutex_unlock(&srv->per_ip_lock);
+    if (refuse || !slot) {
+        if (refuse) STAT_ADD(io->stats.rejected_conns, 1);
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
     c->ip = slot;
     uv_tcp_nodelay(&c->tcp, 1);
     c->next = io->conns;

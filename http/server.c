@@ -36,18 +36,23 @@ size_t pylon_server_common_headers(pylon_http_server *srv, const char *origin, c
 void pylon_server_ip_release(io_loop *io, ip_slot *slot, int kind)
 {
     if (!slot) return;
+    pylon_http_server *srv = io->srv;
+    pthread_mutex_lock(&srv->per_ip_lock);
     slot->count[kind]--;
+    bool empty = true;
     for (int k = 0; k < PYLON_LISTEN_COUNT; k++)
-        if (slot->count[k]) return;
-    /* Last connection from this IP: unlink the slot so the table stays small. */
-    uint32_t h = 2166136261u;
-    for (const char *p = slot->ip; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    ip_slot **pp = &io->ips[h % IP_BUCKETS];
-    while (*pp && *pp != slot)
-        pp = &(*pp)->next;
-    if (*pp) *pp = slot->next;
-    free(slot);
+        if (slot->count[k]) empty = false;
+    if (empty) { /* last connection from this IP: unlink the slot so the table stays small */
+        uint32_t h = 2166136261u;
+        for (const char *p = slot->ip; *p; p++)
+            h = (h ^ (unsigned char)*p) * 16777619u;
+        ip_slot **pp = &srv->ips[h % IP_BUCKETS];
+        while (*pp && *pp != slot)
+            pp = &(*pp)->next;
+        if (*pp) *pp = slot->next;
+        free(slot);
+    }
+    pthread_mutex_unlock(&srv->per_ip_lock);
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -113,9 +118,14 @@ pylon_http_server *pylon_http_server_start(const pylon_http_server_options *opt,
     srv->start_ns = pylon_clock_now_ns();
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
+    pthread_mutex_init(&srv->per_ip_lock, NULL);
+    srv->rate = pylon_rate_limiter_new(pylon_guard_rate_max(opt->guard),
+                                       pylon_guard_rate_window(opt->guard));
     srv->loops = calloc(srv->nloops, sizeof(io_loop));
-    if (!srv->loops) {
+    if (!srv->loops || !srv->rate) {
         snprintf(err, errlen, "out of memory");
+        pylon_rate_limiter_free(srv->rate);
+        free(srv->loops);
         free(srv);
         return NULL;
     }
@@ -142,9 +152,7 @@ pylon_http_server *pylon_http_server_start(const pylon_http_server_options *opt,
         io->loop = pylon_loop_create(name, err, errlen);
         if (!io->loop) goto fail;
         io->read_buf = pylon_conn_read_buf_new();
-        io->rate = pylon_rate_limiter_new(pylon_guard_rate_max(opt->guard),
-                                          pylon_guard_rate_window(opt->guard));
-        if (!io->read_buf || !io->rate) {
+        if (!io->read_buf) {
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
@@ -335,17 +343,18 @@ void pylon_http_server_destroy(pylon_http_server *srv)
     for (unsigned i = 0; i < srv->nloops; i++) {
         io_loop *io = &srv->loops[i];
         if (io->loop) pylon_loop_destroy(io->loop); /* closes whatever is still open */
-        for (size_t b = 0; b < IP_BUCKETS; b++) {
-            ip_slot *s = io->ips[b];
-            while (s) {
-                ip_slot *n = s->next;
-                free(s);
-                s = n;
-            }
-        }
-        pylon_rate_limiter_free(io->rate);
         free(io->read_buf);
     }
+    for (size_t b = 0; b < IP_BUCKETS; b++) {
+        ip_slot *s = srv->ips[b];
+        while (s) {
+            ip_slot *n = s->next;
+            free(s);
+            s = n;
+        }
+    }
+    pylon_rate_limiter_free(srv->rate);
+    pthread_mutex_destroy(&srv->per_ip_lock);
     free(srv->loops);
     pthread_mutex_destroy(&srv->lock);
     pthread_cond_destroy(&srv->cond);

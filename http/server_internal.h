@@ -50,10 +50,8 @@ struct io_loop {
     uv_tcp_t listeners[PYLON_LISTEN_COUNT];
     bool listening[PYLON_LISTEN_COUNT];
     uv_timer_t sweep;
-    uint64_t now_s;    /* seconds since the server started, refreshed each sweep and read */
-    pylon_conn *conns; /* every open connection, for the sweep and shutdown */
-    ip_slot *ips[IP_BUCKETS];
-    pylon_rate_limiter *rate;
+    uint64_t now_s;     /* seconds since the server started, refreshed each sweep and read */
+    pylon_conn *conns;  /* every open connection, for the sweep and shutdown */
     uint8_t *read_buf;  /* one buffer per loop: reads are consumed before the next one */
     unsigned http_busy; /* connections with a request partly received or being handled */
     loop_stats stats;
@@ -66,7 +64,14 @@ struct pylon_http_server {
     uint64_t start_ns;
     atomic_bool draining;
     atomic_uint next_loop; /* round-robin: the loop that gets the next accepted connection */
-    pthread_mutex_t lock;  /* with `cond`: shutdown steps wait for the loops to report */
+    /* Per-IP connection counts and the request rate limiter are the server's, not a loop's:
+     * a client's connections are spread over the loops, and the caps must hold for all of
+     * them together. Accepts and closes are rare; one uncontended lock per request for the
+     * rate limiter is cheap. */
+    pthread_mutex_t per_ip_lock;
+    ip_slot *ips[IP_BUCKETS];
+    pylon_rate_limiter *rate;
+    pthread_mutex_t lock; /* with `cond`: shutdown steps wait for the loops to report */
     pthread_cond_t cond;
     unsigned pending_reports;
 };
