@@ -217,18 +217,19 @@ static const pylon_stream_handlers ECHO_SKIP = {.on_open = echo_open,
                                                 .backlog_policy = PYLON_BACKLOG_SKIP,
                                                 .max_pending = 2};
 
-static void start(void)
+/* A server on a free port (tried from a pid-derived one) with the options the tests share. */
+static pylon_http_server *start_server(unsigned io_threads, pylon_router *r, pylon_guard *g,
+                                       const pylon_stream_handlers *sync_ws,
+                                       const pylon_stream_handlers *shard_ws, int *port)
 {
-    router = pylon_router_new();
-    pylon_guard_config gc = {.dev = true, .rate_window_s = 60};
-    guard = pylon_guard_new(&gc);
-    char err[256];
-    for (int attempt = 0; attempt < 20 && !srv; attempt++) {
-        base_port = 20000 + (int)((unsigned)getpid() * 7919u + (unsigned)attempt * 104729u) % 40000;
+    pylon_http_server *s = NULL;
+    char err[256] = "";
+    for (int attempt = 0; attempt < 20 && !s; attempt++) {
+        *port = 20000 + (int)((unsigned)getpid() * 7919u + (unsigned)attempt * 104729u) % 40000;
         pylon_http_server_options o = {
             .host = "127.0.0.1",
-            .port = base_port,
-            .io_threads = 1,
+            .port = *port,
+            .io_threads = io_threads,
             .max_header_bytes = 16384,
             .max_body_bytes = 1 << 20,
             .header_timeout_s = 10,
@@ -240,12 +241,21 @@ static void start(void)
             .ws_ping_s = 30,
             .ws_dead_s = 75,
             .sse_keepalive_s = 30,
-            .router = router,
-            .guard = guard,
-            .streams = {[PYLON_STREAM_SYNC_WS] = &ECHO, [PYLON_STREAM_SHARD_WS] = &ECHO_SKIP}};
-        srv = pylon_http_server_start(&o, err, sizeof err);
+            .router = r,
+            .guard = g,
+            .streams = {[PYLON_STREAM_SYNC_WS] = sync_ws, [PYLON_STREAM_SHARD_WS] = shard_ws}};
+        s = pylon_http_server_start(&o, err, sizeof err);
     }
-    cr_assert(srv, "server did not start: %s", err);
+    cr_assert(s, "server did not start: %s", err);
+    return s;
+}
+
+static void start(void)
+{
+    router = pylon_router_new();
+    pylon_guard_config gc = {.dev = true, .rate_window_s = 60};
+    guard = pylon_guard_new(&gc);
+    srv = start_server(1, router, guard, &ECHO, &ECHO_SKIP, &base_port);
 }
 
 static void stop(void)
@@ -714,24 +724,8 @@ Test(io_loops, accepted_connections_are_dealt_round_robin, .timeout = 30)
     cr_assert(pylon_router_add_inline(r, PYLON_M_GET, "/which", which_loop, NULL));
     pylon_guard_config gc = {.dev = true, .rate_window_s = 60};
     pylon_guard *g = pylon_guard_new(&gc);
-    pylon_http_server *s = NULL;
-    char err[256] = "";
     int port = 0;
-    for (int attempt = 0; attempt < 20 && !s; attempt++) {
-        port = 20000 + (int)((unsigned)getpid() * 7907u + (unsigned)attempt * 104723u) % 40000;
-        pylon_http_server_options o = {.host = "127.0.0.1",
-                                       .port = port,
-                                       .io_threads = 3,
-                                       .max_header_bytes = 16384,
-                                       .max_body_bytes = 1 << 20,
-                                       .header_timeout_s = 10,
-                                       .body_timeout_s = 10,
-                                       .idle_timeout_s = 60,
-                                       .router = r,
-                                       .guard = g};
-        s = pylon_http_server_start(&o, err, sizeof err);
-    }
-    cr_assert(s, "server did not start: %s", err);
+    pylon_http_server *s = start_server(3, r, g, NULL, NULL, &port);
     enum { CONNS = 30 };
     int fds[CONNS], per_loop[8] = {0};
     for (int i = 0; i < CONNS; i++)
