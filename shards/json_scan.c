@@ -113,44 +113,88 @@ static bool key_is(const char *s, size_t n, const char *k)
     return strlen(k) == n && memcmp(s, k, n) == 0;
 }
 
+/* Walks a whole text that must be one object: `member` reads each value (c->p is at it) and
+ * returns false to refuse the text. True when the object ends the text exactly. */
+static bool walk_object(cur *c, bool (*member)(cur *c, const char *k, size_t kn, void *ctx),
+                        void *ctx)
+{
+    if (c->p >= c->end || *c->p++ != '{') return false;
+    if (c->p < c->end && *c->p == '}') return c->p + 1 == c->end;
+    for (;;) {
+        const char *k;
+        size_t kn;
+        if (!str(c, &k, &kn) || c->p >= c->end || *c->p++ != ':') return false;
+        if (!member(c, k, kn, ctx)) return false;
+        if (c->p >= c->end) return false;
+        if (*c->p == '}') return c->p + 1 == c->end;
+        if (*c->p++ != ',') return false;
+    }
+}
+
+typedef struct input_msg {
+    const char **input;
+    size_t *input_len;
+    uint64_t *client_seq;
+    bool have_in, have_seq;
+} input_msg;
+
+static bool input_member(cur *c, const char *k, size_t kn, void *ctx)
+{
+    input_msg *m = ctx;
+    const char *b = c->p;
+    if (key_is(k, kn, "input") && !m->have_in) {
+        if (!value(c, 1)) return false;
+        *m->input = b;
+        *m->input_len = (size_t)(c->p - b);
+        return m->have_in = true;
+    }
+    if (key_is(k, kn, "client_seq") && !m->have_seq) {
+        /* a plain non-negative integer; anything else (malformed) goes the long way */
+        bool is_int;
+        if (c->p < c->end && *c->p == '-') return false;
+        if (!number(c, &is_int) || !is_int) return false;
+        uint64_t v = 0;
+        for (const char *d = b; d < c->p; d++)
+            v = v * 10 + (uint64_t)(*d - '0');
+        *m->client_seq = v;
+        return m->have_seq = true;
+    }
+    return false;
+}
+
 bool pylon_scan_input_msg(const char *p, size_t len, const char **input, size_t *input_len,
                           uint64_t *client_seq)
 {
     cur c = {p, p + len};
-    bool have_in = false, have_seq = false;
     *input = "null";
     *input_len = 4;
     *client_seq = 0;
-    if (c.p >= c.end || *c.p++ != '{') return false;
-    if (c.p < c.end && *c.p == '}') return c.p + 1 == c.end;
-    for (;;) {
-        const char *k;
-        size_t kn;
-        if (!str(&c, &k, &kn) || c.p >= c.end || *c.p++ != ':') return false;
-        if (key_is(k, kn, "input") && !have_in) {
-            const char *b = c.p;
-            if (!value(&c, 1)) return false;
-            *input = b;
-            *input_len = (size_t)(c.p - b);
-            have_in = true;
-        } else if (key_is(k, kn, "client_seq") && !have_seq) {
-            /* a plain non-negative integer; anything else (malformed) goes the long way */
-            const char *b = c.p;
-            bool is_int;
-            if (c.p < c.end && *c.p == '-') return false;
-            if (!number(&c, &is_int) || !is_int) return false;
-            uint64_t v = 0;
-            for (const char *d = b; d < c.p; d++)
-                v = v * 10 + (uint64_t)(*d - '0');
-            *client_seq = v;
-            have_seq = true;
-        } else {
-            return false;
-        }
-        if (c.p >= c.end) return false;
-        if (*c.p == '}') return c.p + 1 == c.end;
-        if (*c.p++ != ',') return false;
-    }
+    input_msg m = {.input = input, .input_len = input_len, .client_seq = client_seq};
+    return walk_object(&c, input_member, &m);
+}
+
+typedef struct number_object {
+    const char *const *keys;
+    size_t nkeys;
+    double *values;
+    bool *present;
+} number_object;
+
+static bool number_member(cur *c, const char *k, size_t kn, void *ctx)
+{
+    number_object *o = ctx;
+    size_t i = 0;
+    while (i < o->nkeys && !key_is(k, kn, o->keys[i]))
+        i++;
+    if (i == o->nkeys || o->present[i]) return false;
+    const char *b = c->p;
+    bool is_int;
+    if (!number(c, &is_int)) return false;
+    char buf[MAX_NUMBER + 1]; /* strtod needs a terminator; the number is at most 64 bytes */
+    memcpy(buf, b, (size_t)(c->p - b));
+    buf[c->p - b] = '\0';
+    o->values[i] = strtod(buf, NULL);
+    return o->present[i] = true;
 }
 
 bool pylon_scan_number_object(const char *p, size_t len, const char *const *keys, size_t nkeys,
@@ -159,26 +203,6 @@ bool pylon_scan_number_object(const char *p, size_t len, const char *const *keys
     cur c = {p, p + len};
     for (size_t i = 0; i < nkeys; i++)
         present[i] = false;
-    if (c.p >= c.end || *c.p++ != '{') return false;
-    if (c.p < c.end && *c.p == '}') return c.p + 1 == c.end;
-    for (;;) {
-        const char *k;
-        size_t kn;
-        if (!str(&c, &k, &kn) || c.p >= c.end || *c.p++ != ':') return false;
-        size_t i = 0;
-        while (i < nkeys && !key_is(k, kn, keys[i]))
-            i++;
-        if (i == nkeys || present[i]) return false;
-        const char *b = c.p;
-        bool is_int;
-        if (!number(&c, &is_int)) return false;
-        char buf[MAX_NUMBER + 1]; /* strtod needs a terminator; the number is at most 64 bytes */
-        memcpy(buf, b, (size_t)(c.p - b));
-        buf[c.p - b] = '\0';
-        values[i] = strtod(buf, NULL);
-        present[i] = true;
-        if (c.p >= c.end) return false;
-        if (*c.p == '}') return c.p + 1 == c.end;
-        if (*c.p++ != ',') return false;
-    }
+    number_object o = {.keys = keys, .nkeys = nkeys, .values = values, .present = present};
+    return walk_object(&c, number_member, &o);
 }
