@@ -482,6 +482,32 @@ Test(ws, unmasked_client_frame_is_a_protocol_error)
     close(fd);
 }
 
+/* Reads frames until a close frame or the end of the socket: the data bytes read; *last = the
+ * last opcode (-1: none), *code = the close code (0: none). `whole_64k` asserts every data frame
+ * is one whole 64 KiB binary frame. */
+static size_t drain_until_close(int fd, bool whole_64k, int *last, uint16_t *code)
+{
+    uint8_t *buf = malloc(1 << 17);
+    size_t len, total = 0;
+    int op;
+    *last = -1;
+    *code = 0;
+    while ((op = read_frame(fd, buf, 1 << 17, &len)) >= 0) {
+        *last = op;
+        if (op == 8) {
+            *code = close_code(buf, len);
+            break;
+        }
+        if (whole_64k) {
+            cr_assert_eq(op, 2);
+            cr_assert_eq(len, 65536, "whole frames only");
+        }
+        total += len;
+    }
+    free(buf);
+    return total;
+}
+
 Test(ws, client_that_stops_reading_is_closed_at_the_backlog_bound)
 {
     char head[2048];
@@ -489,19 +515,9 @@ Test(ws, client_that_stops_reading_is_closed_at_the_backlog_bound)
     send_frame(fd, 1, 1, "flood", 5, true);
     usleep(500 * 1000); /* the server queues past its 1 MiB bound and gives up on us */
     /* Drain: the data stops short of 64 MiB and ends with a 1013 close (or the socket closes). */
-    uint8_t *buf = malloc(1 << 17);
-    size_t len, total = 0;
-    int op, last = -1;
-    uint16_t code = 0;
-    while ((op = read_frame(fd, buf, 1 << 17, &len)) >= 0) {
-        last = op;
-        if (op == 8) {
-            code = close_code(buf, len);
-            break;
-        }
-        total += len;
-    }
-    free(buf);
+    int last;
+    uint16_t code;
+    size_t total = drain_until_close(fd, false, &last, &code);
     cr_assert_lt(total, (size_t)64 << 20, "the server stopped queueing");
     if (last == 8) cr_assert_eq(code, 1013);
     close(fd);
@@ -569,21 +585,9 @@ Test(ws, client_that_stops_reading_sends_from_another_thread_get_1013)
     int fd = ws_connect("", head, sizeof head);
     send_frame(fd, 1, 1, "tflood", 6, true);
     sender_join(); /* it stops once the server gave up on us (or after 64 MiB) */
-    uint8_t *buf = malloc(1 << 17);
-    size_t len, total = 0;
-    int op, last = -1;
-    uint16_t code = 0;
-    while ((op = read_frame(fd, buf, 1 << 17, &len)) >= 0) {
-        last = op;
-        if (op == 8) {
-            code = close_code(buf, len);
-            break;
-        }
-        cr_assert_eq(op, 2);
-        cr_assert_eq(len, 65536, "whole frames only");
-        total += len;
-    }
-    free(buf);
+    int last;
+    uint16_t code;
+    size_t total = drain_until_close(fd, true, &last, &code);
     cr_assert_lt(total, (size_t)64 << 20, "the server stopped queueing");
     cr_assert_eq(last, 8, "the data ends with a close frame");
     cr_assert_eq(code, 1013);
