@@ -824,6 +824,14 @@ static void tb_string(textbuf *b, const unsigned char *s, size_t n)
     tb_put(b, "\"", 1);
 }
 
+/* An integer as jansson writes it (JSON_INTEGER_FORMAT, "%lld"). */
+static void tb_int(textbuf *b, long long v)
+{
+    char num[24];
+    int k = snprintf(num, sizeof num, "%lld", v);
+    tb_put(b, num, (size_t)k);
+}
+
 /* A real as jansson writes it: %.17g, ".0" added when that reads as an integer, the exponent
  * without '+' or leading zeros (1e+20 → 1e20, 1e-05 → 1e-5). jansson refuses non-finite reals,
  * so they go to the tree path. */
@@ -892,7 +900,6 @@ char *pylon_schema_row_to_text(const pylon_entity *e, sqlite3_stmt *st, size_t *
         tb_string(&b, (const unsigned char *)key, strlen(key));
         tb_put(&b, ":", 1);
         int t = sqlite3_column_type(st, i);
-        char num[24];
         if (f && f->type == PYLON_FIELD_BOOL && t == SQLITE_INTEGER) {
             if (sqlite3_column_int64(st, i) != 0)
                 tb_put(&b, "true", 4);
@@ -901,8 +908,7 @@ char *pylon_schema_row_to_text(const pylon_entity *e, sqlite3_stmt *st, size_t *
         } else if (f && f->type == PYLON_FIELD_FLOAT && t == SQLITE_INTEGER) {
             tb_real(&b, (double)sqlite3_column_int64(st, i));
         } else if (t == SQLITE_INTEGER) {
-            int k = snprintf(num, sizeof num, "%lld", (long long)sqlite3_column_int64(st, i));
-            tb_put(&b, num, (size_t)k);
+            tb_int(&b, (long long)sqlite3_column_int64(st, i));
         } else if (t == SQLITE_FLOAT) {
             tb_real(&b, sqlite3_column_double(st, i));
         } else if (t == SQLITE_NULL) {
@@ -934,7 +940,6 @@ char *pylon_schema_insert_text(const pylon_entity *e, const char *id, const json
         tb_string(&b, (const unsigned char *)f->name, strlen(f->name));
         tb_put(&b, ":", 1);
         const json_t *v = json_object_get(data, f->name);
-        char num[24];
         switch (v ? json_typeof(v) : JSON_NULL) {
         case JSON_NULL:
             tb_put(&b, "null", 4);
@@ -952,14 +957,12 @@ char *pylon_schema_insert_text(const pylon_entity *e, const char *id, const json
             if (f->type == PYLON_FIELD_FLOAT) {
                 tb_real(&b, (double)json_integer_value(v));
             } else {
-                int k = snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
-                tb_put(&b, num, (size_t)k);
+                tb_int(&b, (long long)json_integer_value(v));
             }
             break;
         case JSON_REAL:
             if (f->type == PYLON_FIELD_INT) { /* bound as an integer (schema_bind_value) */
-                int k = snprintf(num, sizeof num, "%lld", (long long)json_real_value(v));
-                tb_put(&b, num, (size_t)k);
+                tb_int(&b, (long long)json_real_value(v));
             } else {
                 tb_real(&b, json_real_value(v));
             }
