@@ -151,6 +151,13 @@ extern const pylon_store_backend pylon_store_sqlite;
  * took: the writer and the readers contended on it for nothing (pylon never reads them). */
 void pylon_store_sqlite_global_init(void);
 
+/* How much of each database file connections opened from now on read through mmap
+ * (PRAGMA mmap_size; 0, the default here, reads with pread into SQLite's page cache).
+ * With a database larger than a reader's page cache, mmap saves a system call and a copy
+ * per page a get touches; pages count in the process's RSS while mapped, as file cache the
+ * kernel can reclaim. */
+void pylon_store_sqlite_set_mmap(int64_t bytes);
+
 /* Sets *err and returns false. */
 bool pylon_store_fail(pylon_store_error *err, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -424,6 +425,13 @@ void pylon_store_sqlite_global_init(void)
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
+static _Atomic int64_t mmap_bytes;
+
+void pylon_store_sqlite_set_mmap(int64_t bytes)
+{
+    atomic_store(&mmap_bytes, bytes > 0 ? bytes : 0);
+}
+
 /* ---- the backend ------------------------------------------------------------------------- */
 
 static void sq_close(pylon_store_conn *c)
@@ -483,6 +491,15 @@ static pylon_store_conn *sq_open(const char *target, bool writer, const pylon_ma
     if (!exec(c, pragmas, err)) {
         sq_close(c);
         return NULL;
+    }
+    int64_t map = atomic_load(&mmap_bytes);
+    if (map > 0 && !memory) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA mmap_size=%lld;", (long long)map);
+        if (!exec(c, sql, err)) {
+            sq_close(c);
+            return NULL;
+        }
     }
     /* Shared-cache readers would otherwise fail with SQLITE_LOCKED while the writer writes. */
     if (memory && !writer && !exec(c, "PRAGMA read_uncommitted=ON;", err)) {

@@ -195,6 +195,32 @@ describe('durability', { timeout: 55000 }, () => {
     assert.equal(walSize(env.PYLON_DB_PATH), 0);
   });
 
+  // PYLON_SQLITE_MMAP_MB (default 256): pages of the database file are read through mmap
+  // (after a restart the rows sit in the file, not in the WAL, so a get touches the file).
+  it('reads map the database file by default; PYLON_SQLITE_MMAP_MB=0 reads without mmap', async () => {
+    const env = envFor(dataDir());
+    const mapsDb = (srv) =>
+      fs.readFileSync(`/proc/${srv.child.pid}/maps`, 'utf8').split('\n').filter((l) => l.endsWith(` ${env.PYLON_DB_PATH}`)).length;
+    const a = await start(env);
+    const ids = [];
+    for (let k = 0; k < 20; k++) {
+      const res = await request(a.port, json('POST', '/api/entities/Item', { label: `mapped ${k}`, n: k, done: false }));
+      assert.equal(res.status, 201, res.body);
+      ids.push(res.json.id);
+    }
+    assert.equal(await a.stop(15000), 0, a.stderr);
+    for (const [mb, mapped] of [[undefined, true], ['0', false]]) {
+      const b = await start(mb === undefined ? env : { ...env, PYLON_SQLITE_MMAP_MB: mb });
+      for (const [k, id] of ids.entries()) {
+        const res = await request(b.port, json('GET', `/api/entities/Item/${id}`));
+        assert.equal(res.status, 200, res.body);
+        assert.deepEqual(res.json, { id, label: `mapped ${k}`, n: k, done: false, client: null });
+      }
+      assert.equal(mapsDb(b) > 0, mapped, `PYLON_SQLITE_MMAP_MB=${mb ?? '(default)'}: ${env.PYLON_DB_PATH} mapped: ${mapsDb(b)} mappings`);
+      assert.equal(await b.stop(15000), 0, b.stderr);
+    }
+  });
+
   it('SIGKILL during a write load loses no acknowledged insert or update', async () => {
     const env = envFor(dataDir());
     const a = await start(env);

@@ -75,6 +75,10 @@ describe('bad values name the variable and the expected form', { timeout: 30000 
     await expectRefusal(['serve'], env({ PYLON_WORKERS: '0x' }), 'PYLON_WORKERS', '"0x"', 'expected a whole number');
   });
 
+  it('PYLON_SQLITE_MMAP_MB=lots', async () => {
+    await expectRefusal(['serve'], env({ PYLON_SQLITE_MMAP_MB: 'lots' }), 'PYLON_SQLITE_MMAP_MB', '"lots"', 'expected a whole number');
+  });
+
   it('PYLON_WS_MAX_FRAME=12Q', async () => {
     await expectRefusal(['serve'], env({ PYLON_WS_MAX_FRAME: '12Q' }), 'PYLON_WS_MAX_FRAME', '"12Q"', 'expected a size in bytes');
   });

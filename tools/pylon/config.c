@@ -108,6 +108,8 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->workers = (unsigned)v; /* 0: one per core */
     if (!pylon_env_int("PYLON_READ_POOL", 4, 1, 64, &v, &e)) goto bad;
     cfg->read_pool = (unsigned)v;
+    if (!pylon_env_int("PYLON_SQLITE_MMAP_MB", 256, 0, 1 << 20, &v, &e)) goto bad;
+    cfg->sqlite_mmap_mb = (unsigned)v;
     if (!pylon_env_int("PYLON_DRAIN_SECS", 30, 0, 3600, &v, &e)) goto bad;
     cfg->drain_secs = (unsigned)v;
 
@@ -333,6 +335,7 @@ void pylon_config_print(const pylon_config *cfg, FILE *out)
     else
         fprintf(out, "PYLON_WORKERS      = one per core\n");
     fprintf(out, "PYLON_READ_POOL    = %u\n", cfg->read_pool);
+    fprintf(out, "PYLON_SQLITE_MMAP_MB = %u\n", cfg->sqlite_mmap_mb);
     fprintf(out, "PYLON_DRAIN_SECS   = %u\n", cfg->drain_secs);
     fprintf(out, "PYLON_IO_THREADS   = %u\n", cfg->io_threads);
     fprintf(out, "PYLON_RATE_LIMIT   = %u per %u s per IP\n", cfg->rate_max, cfg->rate_window_s);

@@ -35,6 +35,7 @@ typedef struct pylon_config {
     const char *match_kind;         /* PYLON_MATCH_KIND */
     unsigned workers;
     unsigned read_pool;
+    unsigned sqlite_mmap_mb; /* PYLON_SQLITE_MMAP_MB; 0 = SQLite reads with pread */
     unsigned drain_secs;
     int64_t changelog_retain; /* PYLON_CHANGELOG_RETAIN */
     unsigned io_threads;

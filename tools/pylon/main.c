@@ -234,6 +234,7 @@ static int serve(const pylon_config *cfg)
         pylon_log_error("pylon", "cannot start the sync hub (out of memory)");
         goto out;
     }
+    pylon_store_sqlite_set_mmap((int64_t)cfg->sqlite_mmap_mb << 20);
     pylon_persistence_options po = {.backend = &pylon_store_sqlite,
                                     .target = cfg->db_path,
                                     .manifest = manifest,
