@@ -41,7 +41,9 @@ TMP=$(mktemp -d)
 PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
-port() { echo $((20000 + RANDOM % 30000)); }
+# below the kernel's ephemeral range (32768-60999): a port the load generator's own
+# connections hold locally cannot be listened on
+port() { echo $((12000 + RANDOM % 20000)); }
 wait_http() { for _ in $(seq 200); do curl -sf "$1" >/dev/null && return 0; sleep 0.05; done; return 1; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; } # key=value from a result line

@@ -24,7 +24,9 @@ chmod 755 "$TMP" # nginx workers run as another user
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
 trap cleanup EXIT
-port() { echo $((20000 + RANDOM % 30000)); }
+# below the kernel's ephemeral range (32768-60999): a port the load generator's own
+# connections hold locally cannot be listened on
+port() { echo $((12000 + RANDOM % 20000)); }
 wait_http() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.05; done; return 1; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

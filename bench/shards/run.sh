@@ -50,7 +50,9 @@ TMP=$(mktemp -d)
 SPID=
 cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
-port() { echo $((20000 + RANDOM % 30000)); }
+# below the kernel's ephemeral range (32768-60999): a port the load generator's own
+# connections hold locally cannot be listened on
+port() { echo $((12000 + RANDOM % 20000)); }
 # median of the numeric, non-negative values (-1 or "-": not measured in that run)
 median() { awk '$1 ~ /^[0-9.]+$/' | sort -g | awk '{a[NR]=$1} END {if (NR) print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2); else print "-"}'; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; } # key=value from a result line
