@@ -32,6 +32,10 @@ struct pylon_store_conn {
     const pylon_manifest *m;
     cached_stmt cache[STMT_CACHE];
     unsigned next_evict;
+    /* `SELECT * … WHERE id = ?` per manifest entity (same order), prepared on first use: a get
+     * by id is the commonest read, and finding it in `cache` meant formatting, hashing and
+     * comparing its SQL text every time. */
+    sqlite3_stmt **by_id;
     /* Writer: the last change-log seq handed out, and its value when the open transaction and
      * savepoint began, so a rollback gives the numbers back. The writer numbers changes itself
      * (no AUTOINCREMENT: its sqlite_sequence update cost a b-tree write per change). */
@@ -441,6 +445,9 @@ static void sq_close(pylon_store_conn *c)
         if (c->cache[i].st) sqlite3_finalize(c->cache[i].st);
         free(c->cache[i].sql);
     }
+    for (size_t i = 0; c->by_id && i < c->m->nentities; i++)
+        sqlite3_finalize(c->by_id[i]);
+    free(c->by_id);
     sqlite3_close(c->db);
     free(c);
 }
@@ -602,9 +609,31 @@ static void sq_savepoint_rollback(pylon_store_conn *c)
 static int step_by_id(pylon_store_conn *c, const pylon_entity *e, const char *id, sqlite3_stmt **st,
                       pylon_store_error *err)
 {
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT * FROM \"%s\" WHERE \"id\" = ?", e->name);
-    if (!(*st = prepare(c, sql, err))) return 0;
+    uintptr_t at = (uintptr_t)e, first = c->m ? (uintptr_t)c->m->entities : 0;
+    size_t k = (at - first) / sizeof *e;
+    bool ours = c->m && at >= first && k < c->m->nentities && &c->m->entities[k] == e;
+    if (ours && !c->by_id && !(c->by_id = calloc(c->m->nentities, sizeof *c->by_id))) {
+        pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+        return 0;
+    }
+    if (ours && c->by_id[k]) {
+        sqlite3_reset(c->by_id[k]);
+        *st = c->by_id[k];
+    } else if (ours) {
+        char *sql = sqlite3_mprintf("SELECT * FROM \"%w\" WHERE \"id\" = ?", e->name);
+        int rc = sql ? sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL)
+                     : SQLITE_NOMEM;
+        sqlite3_free(sql);
+        if (rc != SQLITE_OK) {
+            pylon_store_fail(err, 500, "QUERY_FAILED", "%s", sqlite3_errmsg(c->db));
+            return 0;
+        }
+        c->by_id[k] = *st;
+    } else { /* an entity from another manifest copy: through the SQL-keyed cache */
+        char sql[256];
+        snprintf(sql, sizeof sql, "SELECT * FROM \"%s\" WHERE \"id\" = ?", e->name);
+        if (!(*st = prepare(c, sql, err))) return 0;
+    }
     sqlite3_bind_text(*st, 1, id, -1, SQLITE_TRANSIENT);
     return sqlite3_step(*st);
 }
