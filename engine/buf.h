@@ -41,6 +41,15 @@ static inline pylon_buf *pylon_buf_retain(pylon_buf *b)
     return b;
 }
 
+/* n references at once: a frame going to n sockets costs one atomic add on the sending thread
+ * instead of n (each of which would pull the counter's cache line back from the I/O loops
+ * releasing it). */
+static inline pylon_buf *pylon_buf_retain_n(pylon_buf *b, uint32_t n)
+{
+    atomic_fetch_add_explicit(&b->refs, n, memory_order_relaxed);
+    return b;
+}
+
 void pylon_buf_release(pylon_buf *b);
 
 #endif

@@ -87,6 +87,9 @@ bool pylon_stream_send(pylon_stream *s, pylon_buf *framed);
  * Sends from other threads wait in the stream's outbox until its I/O loop writes everything
  * that accumulated there with one writev: under load, batches grow by themselves. */
 bool pylon_stream_send_many(pylon_stream *s, pylon_buf *const *frames, size_t n);
+/* The same, but the caller hands over one reference to each frame (taken in bulk with
+ * pylon_buf_retain_n when one frame goes to many streams); released here if not sent. */
+bool pylon_stream_send_many_owned(pylon_stream *s, pylon_buf *const *frames, size_t n);
 
 /* Any thread. WebSocket: a close frame with `code` and `reason`, then the TCP close once it
  * is written; code 0 drops the connection without a close frame. SSE: the response ends.

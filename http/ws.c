@@ -323,6 +323,13 @@ bool pylon_stream_send_many(pylon_stream *s, pylon_buf *const *frames, size_t n)
     if (!pylon_stream_is_open(s)) return false;
     for (size_t i = 0; i < n; i++)
         pylon_buf_retain(frames[i]);
+    return pylon_stream_send_many_owned(s, frames, n);
+}
+
+bool pylon_stream_send_many_owned(pylon_stream *s, pylon_buf *const *frames, size_t n)
+{
+    if (n == 0) return true;
+    if (!pylon_stream_is_open(s)) goto drop;
     pthread_mutex_lock(&s->out_lock);
     if (s->close_asked) {
         pthread_mutex_unlock(&s->out_lock);
