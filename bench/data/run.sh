@@ -11,9 +11,9 @@
 # Loopback only (pylon dev listens on 127.0.0.1); bounded: about ROUNDS x (6 x DURATION + 5) s.
 # Usage: bench/data/run.sh [--quick]
 #   env: DURATION (5 s per figure), WARMUP (1 s), ROUNDS (3), CONNS (128), THREADS (1, client
-#        threads), PAIRS (5), BUILD (build directory, default build); PYLON_* variables reach
+#        threads), PAIRS (5), PAIR_SECS (1), BUILD (build directory, default build); PYLON_* variables reach
 #        the server.
-# Gets and /health are also measured as PAIRS pairs of 1-s runs in alternating order on the
+# Gets and /health are also measured as PAIRS pairs of PAIR_SECS-s runs in alternating order on the
 # same server: the VM's speed swings within seconds, and a ratio of two 5-s runs taken one
 # after the other carries that swing (per-round ratios of 0.43 and 1.06 were seen in one run).
 set -euo pipefail
@@ -26,6 +26,7 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-128}
 THREADS=${THREADS:-1}
 PAIRS=${PAIRS:-5}
+PAIR_SECS=${PAIR_SECS:-1}
 if [ "${1:-}" = "--quick" ]; then DURATION=2; ROUNDS=1; PAIRS=2; fi
 
 # Build: pylon from the tree; the bench tools from the tree when bench/CMakeLists.txt has
@@ -83,7 +84,7 @@ for r in $(seq "$ROUNDS"); do
   load --mode get --ids "$D/ids" | tee "$D/get.out" | sed "s/^/  round $r /"
   load --mode health | tee "$D/health.out" | sed "s/^/  round $r /"
   for k in $(seq "$PAIRS"); do
-    short() { "$BIN/bench_data_load" --port "$P" --conns "$CONNS" --threads "$THREADS" --duration 1 --warmup 0.2 "$@" | field rps; }
+    short() { "$BIN/bench_data_load" --port "$P" --conns "$CONNS" --threads "$THREADS" --duration "$PAIR_SECS" --warmup 0.2 "$@" | field rps; }
     if [ $((k % 2)) = 1 ]; then g=$(short --mode get --ids "$D/ids"); h=$(short --mode health)
     else h=$(short --mode health); g=$(short --mode get --ids "$D/ids"); fi
     awk -v a="$g" -v b="$h" 'BEGIN {printf "%.3f\n", a/b}' | tee -a "$TMP/p_gh" | sed "s/^/  round $r pair $k gets\/health /"
@@ -117,5 +118,5 @@ C1=$(median <"$TMP/c_ref1"); C100=$(median <"$TMP/c_ref100")
 echo "  CPU per operation (all server threads; less exposed to the VM's neighbours than rates):"
 echo "    insert ${CI} us (raw SQLite: ${C1} us at 1 row/txn, ${C100} us at 100 rows/txn); get ${CG} us; /health ${CH} us"
 PG=$(median <"$TMP/p_gh")
-echo "  gets/health in alternating 1-s pairs: median ${PG}x of $(wc -l <"$TMP/p_gh") pairs ($(sort -n "$TMP/p_gh" | head -1)-$(sort -n "$TMP/p_gh" | tail -1)) (target 0.70x) $(awk -v p="$PG" 'BEGIN {print (p >= 0.7 ? "PASS" : "FAIL")}')"
+echo "  gets/health in alternating ${PAIR_SECS}-s pairs: median ${PG}x of $(wc -l <"$TMP/p_gh") pairs ($(sort -n "$TMP/p_gh" | head -1)-$(sort -n "$TMP/p_gh" | tail -1)) (target 0.70x) $(awk -v p="$PG" 'BEGIN {print (p >= 0.7 ? "PASS" : "FAIL")}')"
 echo "  median of per-round ratios: gets/health $(median <"$TMP/r_gh")x ($(tr '\n' ' ' <"$TMP/r_gh")), inserts/raw-100 $(median <"$TMP/r_ir")x ($(tr '\n' ' ' <"$TMP/r_ir"))"
