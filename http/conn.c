@@ -1114,13 +1114,10 @@ static void conn_start(io_loop *io, pylon_conn *c, int kind)
                        strncmp(c->peer_ip, "::ffff:127.", 11) == 0;
     /* Per-IP caps (over all loops): excess connections are closed at once, before any byte is
      * read. */
-    uint32_t h = 2166136261u;
-    for (const char *p = c->peer_ip; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
     unsigned cap =
         kind == PYLON_LISTEN_MAIN ? srv->opt.max_conns_per_ip : srv->opt.max_stream_conns_per_ip;
     pthread_mutex_lock(&srv->per_ip_lock);
-    ip_slot **bucket = &srv->ips[h % IP_BUCKETS], *slot = *bucket;
+    ip_slot **bucket = pylon_server_ip_bucket(srv, c->peer_ip), *slot = *bucket;
     while (slot && strcmp(slot->ip, c->peer_ip) != 0)
         slot = slot->next;
     bool refuse = (slot && cap && slot->count[kind] >= cap) || atomic_load(&srv->draining);

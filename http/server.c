@@ -33,6 +33,14 @@ size_t pylon_server_common_headers(pylon_http_server *srv, const char *origin, c
     return pylon_guard_response_headers(srv->opt.guard, origin, out, cap);
 }
 
+ip_slot **pylon_server_ip_bucket(pylon_http_server *srv, const char *ip)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = ip; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return &srv->ips[h % IP_BUCKETS];
+}
+
 void pylon_server_ip_release(io_loop *io, ip_slot *slot, int kind)
 {
     if (!slot) return;
@@ -43,10 +51,7 @@ void pylon_server_ip_release(io_loop *io, ip_slot *slot, int kind)
     for (int k = 0; k < PYLON_LISTEN_COUNT; k++)
         if (slot->count[k]) empty = false;
     if (empty) { /* last connection from this IP: unlink the slot so the table stays small */
-        uint32_t h = 2166136261u;
-        for (const char *p = slot->ip; *p; p++)
-            h = (h ^ (unsigned char)*p) * 16777619u;
-        ip_slot **pp = &srv->ips[h % IP_BUCKETS];
+        ip_slot **pp = pylon_server_ip_bucket(srv, slot->ip);
         while (*pp && *pp != slot)
             pp = &(*pp)->next;
         if (*pp) *pp = slot->next;

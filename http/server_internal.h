@@ -139,6 +139,8 @@ void pylon_stream_shutdown(pylon_conn *c); /* 1001 going away / end of SSE */
 void pylon_ws_state_free(ws_state *ws);
 
 /* server.c */
+/* The per-IP table's bucket for `ip` (with per_ip_lock held to use it). */
+ip_slot **pylon_server_ip_bucket(pylon_http_server *srv, const char *ip);
 void pylon_server_ip_release(io_loop *io, ip_slot *slot, int kind);
 size_t pylon_server_common_headers(pylon_http_server *srv, const char *origin, char *out,
                                    size_t cap);
