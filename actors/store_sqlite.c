@@ -619,20 +619,23 @@ static int step_by_id(pylon_store_conn *c, const pylon_entity *e, const char *id
     if (ours && c->by_id[k]) {
         sqlite3_reset(c->by_id[k]);
         *st = c->by_id[k];
-    } else if (ours) {
+    } else {
         char *sql = sqlite3_mprintf("SELECT * FROM \"%w\" WHERE \"id\" = ?", e->name);
-        int rc = sql ? sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL)
-                     : SQLITE_NOMEM;
-        sqlite3_free(sql);
-        if (rc != SQLITE_OK) {
-            pylon_store_fail(err, 500, "QUERY_FAILED", "%s", sqlite3_errmsg(c->db));
+        if (!sql) {
+            pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
             return 0;
         }
-        c->by_id[k] = *st;
-    } else { /* an entity from another manifest copy: through the SQL-keyed cache */
-        char sql[256];
-        snprintf(sql, sizeof sql, "SELECT * FROM \"%s\" WHERE \"id\" = ?", e->name);
-        if (!(*st = prepare(c, sql, err))) return 0;
+        if (!ours) { /* an entity from another manifest copy: through the SQL-keyed cache */
+            *st = prepare(c, sql, err);
+        } else if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) ==
+                   SQLITE_OK) {
+            c->by_id[k] = *st;
+        } else {
+            *st = NULL;
+            pylon_store_fail(err, 500, "QUERY_FAILED", "%s", sqlite3_errmsg(c->db));
+        }
+        sqlite3_free(sql);
+        if (!*st) return 0;
     }
     sqlite3_bind_text(*st, 1, id, -1, SQLITE_TRANSIENT);
     return sqlite3_step(*st);
