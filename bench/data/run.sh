@@ -66,6 +66,8 @@ load() {
     printf "%s cpu_us=%.2f\n", $0, ok ? d / hz * 1e6 / ok : 0 }'
 }
 load_raw() { "$BIN/bench_data_load" --port "$P" --conns "$CONNS" --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" "$@"; }
+# short MODE...: a PAIR_SECS run; prints its rate
+short() { "$BIN/bench_data_load" --port "$P" --conns "$CONNS" --threads "$THREADS" --duration "$PAIR_SECS" --warmup 0.2 "$@" | field rps; }
 
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(uname -r)"
 echo "sqlite $(sqlite3 --version 2>/dev/null | cut -d' ' -f1 || echo '?'); $CONNS connections, $THREADS client thread(s), ${DURATION}s per figure (+${WARMUP}s warm-up), $ROUNDS round(s)"
@@ -84,7 +86,6 @@ for r in $(seq "$ROUNDS"); do
   load --mode get --ids "$D/ids" | tee "$D/get.out" | sed "s/^/  round $r /"
   load --mode health | tee "$D/health.out" | sed "s/^/  round $r /"
   for k in $(seq "$PAIRS"); do
-    short() { "$BIN/bench_data_load" --port "$P" --conns "$CONNS" --threads "$THREADS" --duration "$PAIR_SECS" --warmup 0.2 "$@" | field rps; }
     if [ $((k % 2)) = 1 ]; then g=$(short --mode get --ids "$D/ids"); h=$(short --mode health)
     else h=$(short --mode health); g=$(short --mode get --ids "$D/ids"); fi
     awk -v a="$g" -v b="$h" 'BEGIN {printf "%.3f\n", a/b}' | tee -a "$TMP/p_gh" | sed "s/^/  round $r pair $k gets\/health /"
