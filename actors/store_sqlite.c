@@ -26,16 +26,26 @@ typedef struct cached_stmt {
     sqlite3_stmt *st;
 } cached_stmt;
 
+/* An entity's kept statements. An insert's statement depends on which fields the body gives
+ * (bit i: e->fields[i]); a few such shapes are kept, others go through the SQL-keyed cache. */
+enum { INSERT_SHAPES = 4 };
+typedef struct entity_stmts {
+    sqlite3_stmt *by_id; /* SELECT * … WHERE id = ? */
+    sqlite3_stmt *insert[INSERT_SHAPES];
+    uint64_t insert_fields[INSERT_SHAPES];
+} entity_stmts;
+
 struct pylon_store_conn {
     sqlite3 *db;
     bool writer;
     const pylon_manifest *m;
     cached_stmt cache[STMT_CACHE];
     unsigned next_evict;
-    /* `SELECT * … WHERE id = ?` per manifest entity (same order), prepared on first use: a get
-     * by id is the commonest read, and finding it in `cache` meant formatting, hashing and
-     * comparing its SQL text every time. */
-    sqlite3_stmt **by_id;
+    /* The commonest statements, kept per manifest entity (same order) and prepared on first
+     * use: finding them in `cache` meant formatting, hashing and comparing their SQL text on
+     * every get and every insert. */
+    entity_stmts *per_entity;
+    sqlite3_stmt *log_change; /* the change-log INSERT (writer) */
     /* Writer: the last change-log seq handed out, and its value when the open transaction and
      * savepoint began, so a rollback gives the numbers back. The writer numbers changes itself
      * (no AUTOINCREMENT: its sqlite_sequence update cost a b-tree write per change). */
@@ -445,9 +455,13 @@ static void sq_close(pylon_store_conn *c)
         if (c->cache[i].st) sqlite3_finalize(c->cache[i].st);
         free(c->cache[i].sql);
     }
-    for (size_t i = 0; c->by_id && i < c->m->nentities; i++)
-        sqlite3_finalize(c->by_id[i]);
-    free(c->by_id);
+    for (size_t i = 0; c->per_entity && i < c->m->nentities; i++) {
+        sqlite3_finalize(c->per_entity[i].by_id);
+        for (size_t j = 0; j < INSERT_SHAPES; j++)
+            sqlite3_finalize(c->per_entity[i].insert[j]);
+    }
+    free(c->per_entity);
+    sqlite3_finalize(c->log_change);
     sqlite3_close(c->db);
     free(c);
 }
@@ -606,34 +620,45 @@ static void sq_savepoint_rollback(pylon_store_conn *c)
 
 /* Steps `SELECT * … WHERE id = ?` once: SQLITE_ROW leaves the row on *st (reset it after),
  * 0 when the statement could not be prepared (*err set). */
-static int step_by_id(pylon_store_conn *c, const pylon_entity *e, const char *id, sqlite3_stmt **st,
-                      pylon_store_error *err)
+/* The kept statements of `e`, or NULL for an entity from another manifest copy (its
+ * statements go through the SQL-keyed cache) or without memory for the table. */
+static entity_stmts *stmts_of(pylon_store_conn *c, const pylon_entity *e)
 {
     uintptr_t at = (uintptr_t)e, first = c->m ? (uintptr_t)c->m->entities : 0;
     size_t k = (at - first) / sizeof *e;
-    bool ours = c->m && at >= first && k < c->m->nentities && &c->m->entities[k] == e;
-    if (ours && !c->by_id && !(c->by_id = calloc(c->m->nentities, sizeof *c->by_id))) {
-        pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
-        return 0;
+    if (!c->m || at < first || k >= c->m->nentities || &c->m->entities[k] != e) return NULL;
+    if (!c->per_entity && !(c->per_entity = calloc(c->m->nentities, sizeof *c->per_entity)))
+        return NULL;
+    return &c->per_entity[k];
+}
+
+/* `sql` prepared and kept in *slot when a slot is given, else through the SQL-keyed cache. */
+static sqlite3_stmt *prepare_kept(pylon_store_conn *c, const char *sql, sqlite3_stmt **slot,
+                                  pylon_store_error *err)
+{
+    if (!slot) return prepare(c, sql, err);
+    if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL) != SQLITE_OK) {
+        pylon_store_fail(err, 500, "QUERY_FAILED", "%s", sqlite3_errmsg(c->db));
+        sqlite3_finalize(*slot);
+        *slot = NULL;
     }
-    if (ours && c->by_id[k]) {
-        sqlite3_reset(c->by_id[k]);
-        *st = c->by_id[k];
+    return *slot;
+}
+
+static int step_by_id(pylon_store_conn *c, const pylon_entity *e, const char *id, sqlite3_stmt **st,
+                      pylon_store_error *err)
+{
+    entity_stmts *es = stmts_of(c, e);
+    if (es && es->by_id) {
+        sqlite3_reset(es->by_id);
+        *st = es->by_id;
     } else {
         char *sql = sqlite3_mprintf("SELECT * FROM \"%w\" WHERE \"id\" = ?", e->name);
         if (!sql) {
             pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
             return 0;
         }
-        if (!ours) { /* an entity from another manifest copy: through the SQL-keyed cache */
-            *st = prepare(c, sql, err);
-        } else if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) ==
-                   SQLITE_OK) {
-            c->by_id[k] = *st;
-        } else {
-            *st = NULL;
-            pylon_store_fail(err, 500, "QUERY_FAILED", "%s", sqlite3_errmsg(c->db));
-        }
+        *st = prepare_kept(c, sql, es ? &es->by_id : NULL, err);
         sqlite3_free(sql);
         if (!*st) return 0;
     }
@@ -951,6 +976,42 @@ static bool collect_columns(const pylon_entity *e, const json_t *data, const pyl
     return true;
 }
 
+/* The INSERT of `e` for the given fields (in manifest order), reset. `shape` (the fields as
+ * bits, NULL when the entity has too many fields for one) finds it among the kept ones. */
+static sqlite3_stmt *insert_stmt(pylon_store_conn *c, const pylon_entity *e, const uint64_t *shape,
+                                 const pylon_field **fields, size_t n, pylon_store_error *err)
+{
+    entity_stmts *es = shape ? stmts_of(c, e) : NULL;
+    sqlite3_stmt **slot = NULL;
+    for (size_t j = 0; es && j < INSERT_SHAPES && !slot; j++) {
+        if (es->insert[j] && es->insert_fields[j] == *shape) {
+            sqlite3_reset(es->insert[j]);
+            return es->insert[j];
+        }
+        if (!es->insert[j]) slot = &es->insert[j];
+    }
+    sqlbuf sql = {0};
+    sb_cat(&sql, "INSERT INTO ");
+    sb_ident(&sql, e->name);
+    sb_cat(&sql, " (\"id\"");
+    for (size_t i = 0; i < n; i++) {
+        sb_cat(&sql, ", ");
+        sb_ident(&sql, fields[i]->name);
+    }
+    sb_cat(&sql, ") VALUES (?");
+    for (size_t i = 0; i < n; i++)
+        sb_cat(&sql, ", ?");
+    sb_cat(&sql, ")");
+    if (sql.oom) {
+        pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+        return NULL;
+    }
+    sqlite3_stmt *st = prepare_kept(c, sql.p, slot, err);
+    free(sql.p);
+    if (st && slot) es->insert_fields[slot - es->insert] = *shape;
+    return st;
+}
+
 static bool sq_insert(pylon_store_conn *c, const pylon_entity *e, const char *id,
                       const json_t *data, char **row_text, size_t *row_len, pylon_store_error *err)
 {
@@ -968,21 +1029,21 @@ static bool sq_insert(pylon_store_conn *c, const pylon_entity *e, const char *id
                                     "Missing required field \"%s\" (%s) for %s", f->name,
                                     f->type_text, e->name);
     }
-    sqlbuf sql = {0};
-    sb_cat(&sql, "INSERT INTO ");
-    sb_ident(&sql, e->name);
-    sb_cat(&sql, " (\"id\"");
-    for (size_t i = 0; i < n; i++) {
-        sb_cat(&sql, ", ");
-        sb_ident(&sql, fields[i]->name);
-    }
-    sb_cat(&sql, ") VALUES (?");
+    /* Columns in the manifest's order whatever the body's order, so each set of given fields
+     * has one statement. */
+    const json_t *by_field[e->nfields + 1];
+    memset(by_field, 0, sizeof by_field);
     for (size_t i = 0; i < n; i++)
-        sb_cat(&sql, ", ?");
-    sb_cat(&sql, ")");
-    if (sql.oom) return pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
-    sqlite3_stmt *st = prepare(c, sql.p, err);
-    free(sql.p);
+        by_field[fields[i] - e->fields] = values[i];
+    uint64_t shape = 0;
+    n = 0;
+    for (size_t k = 0; k < e->nfields; k++) {
+        if (!by_field[k]) continue;
+        fields[n] = &e->fields[k];
+        values[n++] = by_field[k];
+        if (k < 64) shape |= UINT64_C(1) << k;
+    }
+    sqlite3_stmt *st = insert_stmt(c, e, e->nfields <= 64 ? &shape : NULL, fields, n, err);
     if (!st) return false;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
     for (size_t i = 0; i < n; i++) {
@@ -1065,12 +1126,14 @@ static const char *const KIND_NAMES[] = {"insert", "update", "delete"};
 
 static bool sq_log_change(pylon_store_conn *c, pylon_change *ch, pylon_store_error *err)
 {
-    sqlite3_stmt *st =
-        prepare(c,
-                "INSERT INTO _pylon_changes (entity, row_id, kind, fields, data, ts, op_id, seq) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                err);
-    if (!st) return false;
+    sqlite3_stmt *st = c->log_change;
+    if (!st &&
+        !(st = prepare_kept(
+              c,
+              "INSERT INTO _pylon_changes (entity, row_id, kind, fields, data, ts, op_id, seq) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+              &c->log_change, err)))
+        return false;
     char *fields = ch->fields ? json_dumps(ch->fields, JSON_COMPACT) : NULL;
     char *data = ch->data ? json_dumps(ch->data, JSON_COMPACT) : NULL;
     sqlite3_bind_text(st, 1, ch->entity, -1, SQLITE_STATIC);
