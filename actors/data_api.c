@@ -724,8 +724,10 @@ static void reply_created(pylon_http_exchange *ex, const char *id)
         pylon_reply_json(ex, 201, json_pack("{s:s}", "id", id), NULL);
         return;
     }
-    char body[224];
-    snprintf(body, sizeof body, "{\"id\":\"%s\"}", id);
+    char body[224]; /* {"id":"<id>"} */
+    memcpy(body, "{\"id\":\"", 7);
+    memcpy(body + 7, id, n);
+    memcpy(body + 7 + n, "\"}", 3);
     pylon_http_respond_json(ex, 201, body);
 }
 

@@ -1,6 +1,8 @@
 /* ids.c — see ids.h. */
 #include "actors/ids.h"
 
+#include "engine/fmt.h"
+
 #include <openssl/rand.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -15,8 +17,12 @@ void pylon_id_new(char out[PYLON_ID_LEN + 1])
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     uint32_t n = atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
-    /* 32 hex digits of nanoseconds: the top 16 are zero until the year 2554. */
-    snprintf(out, PYLON_ID_LEN + 1, "0000000000000000%016llx%08x", (unsigned long long)ns, n);
+    /* 32 hex digits of nanoseconds (the top 16 are zero until the year 2554), then 8 of the
+     * counter: "0000000000000000%016llx%08x", written directly (one per insert). */
+    memset(out, '0', 16);
+    pylon_fmt_hex(out + 16, ns, 16);
+    pylon_fmt_hex(out + 32, n, 8);
+    out[PYLON_ID_LEN] = '\0';
 }
 
 bool pylon_token_new(const char *prefix, size_t nbytes, char *out, size_t cap)

@@ -9,6 +9,8 @@
  */
 #include "actors/schema.h"
 
+#include "engine/fmt.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -827,9 +829,8 @@ static void tb_string(textbuf *b, const unsigned char *s, size_t n)
 /* An integer as jansson writes it (JSON_INTEGER_FORMAT, "%lld"). */
 static void tb_int(textbuf *b, long long v)
 {
-    char num[24];
-    int k = snprintf(num, sizeof num, "%lld", v);
-    tb_put(b, num, (size_t)k);
+    char num[PYLON_FMT_I64_MAX];
+    tb_put(b, num, pylon_fmt_i64(num, v));
 }
 
 /* A real as jansson writes it: %.17g, ".0" added when that reads as an integer, the exponent
