@@ -2,6 +2,7 @@
 #include "actors/auth.h"
 
 #include "actors/ids.h"
+#include "actors/json_load.h"
 #include "actors/reply.h"
 #include "engine/log.h"
 
@@ -296,7 +297,7 @@ static void mint_session(pylon_http_exchange *ex, void *ctx)
         return;
     }
     json_error_t jerr;
-    json_t *body = json_loadb((const char *)req->body, req->body_len, 0, &jerr);
+    json_t *body = pylon_json_loadb((const char *)req->body, req->body_len, 0, &jerr);
     if (!body) {
         pylon_http_respond_error(ex, 400, "INVALID_JSON", "Invalid request body", jerr.text);
         return;

@@ -2,6 +2,7 @@
 #include "actors/data_api.h"
 
 #include "actors/ids.h"
+#include "actors/json_load.h"
 #include "actors/reply.h"
 
 #include <stdio.h>
@@ -71,7 +72,7 @@ static json_t *body_json(pylon_http_exchange *ex, bool want_object)
 {
     const pylon_http_request *req = pylon_http_request_of(ex);
     json_error_t jerr;
-    json_t *j = json_loadb((const char *)req->body, req->body_len,
+    json_t *j = pylon_json_loadb((const char *)req->body, req->body_len,
                            JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!j) {
         char hint[200];

@@ -1,6 +1,7 @@
 /* matchmaker.c — see matchmaker.h. */
 #include "shards/matchmaker.h"
 
+#include "actors/json_load.h"
 #include "actors/reply.h"
 #include "engine/clock.h"
 #include "engine/timer.h"
@@ -217,7 +218,7 @@ static void forward(pylon_http_exchange *ex, pylon_matchmaker *m, int type)
     snprintf(r->user, sizeof r->user, "%s", who.id.user_id);
     snprintf(r->mode, sizeof r->mode, "default");
     if (type == MSG_ENQUEUE && req->body_len) {
-        json_t *b = json_loadb((const char *)req->body, req->body_len, 0, NULL);
+        json_t *b = pylon_json_loadb((const char *)req->body, req->body_len, 0, NULL);
         const char *mode = json_string_value(json_object_get(b, "mode"));
         if (mode && *mode) snprintf(r->mode, sizeof r->mode, "%s", mode);
         json_decref(b);

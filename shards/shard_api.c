@@ -1,6 +1,7 @@
 /* shard_api.c — see shard_api.h. */
 #include "shards/shard_api.h"
 
+#include "actors/json_load.h"
 #include "actors/reply.h"
 #include "shards/codec.h"
 #include "shards/json_scan.h"
@@ -120,7 +121,7 @@ static void ws_message(void *user, pylon_stream *s, bool binary, const uint8_t *
      * client: there they are msgpack of the same {"input": …, "client_seq": n} map. */
     json_t *j = binary && sub->fmt == PYLON_SHARD_FMT_MSGPACK
                     ? pylon_msgpack_to_json(data, len)
-                    : json_loadb((const char *)data, len, 0, NULL);
+                    : pylon_json_loadb((const char *)data, len, 0, NULL);
     json_t *input = json_object_get(j, "input");
     json_t *cseq = json_object_get(j, "client_seq");
     /* client_seq is a uint64 (protocol.md §4.3): a negative one is malformed. */
@@ -274,7 +275,7 @@ static void create(pylon_http_exchange *ex, void *ctx)
     pylon_shard_api *api = ctx;
     if (!admin_only(api, ex)) return;
     const pylon_http_request *req = pylon_http_request_of(ex);
-    json_t *body = json_loadb((const char *)req->body, req->body_len, 0, NULL);
+    json_t *body = pylon_json_loadb((const char *)req->body, req->body_len, 0, NULL);
     const char *id = json_string_value(json_object_get(body, "id"));
     const char *kind = json_string_value(json_object_get(body, "kind"));
     json_t *config = json_object_get(body, "config");
@@ -387,7 +388,7 @@ static void input(pylon_http_exchange *ex, void *ctx)
 {
     pylon_shard_api *api = ctx;
     const pylon_http_request *req = pylon_http_request_of(ex);
-    json_t *body = json_loadb((const char *)req->body, req->body_len, 0, NULL);
+    json_t *body = pylon_json_loadb((const char *)req->body, req->body_len, 0, NULL);
     if (!json_is_object(body)) {
         json_decref(body);
         pylon_http_respond_error(ex, 400, "INVALID_JSON", "The body must be {\"input\": …}", NULL);

@@ -1,6 +1,7 @@
 /* hub.c — see hub.h. */
 #include "sync/hub_internal.h"
 
+#include "actors/json_load.h"
 #include "engine/log.h"
 
 #include "engine/clock.h"
@@ -66,7 +67,7 @@ void pylon_hub_on_changes(void *ctx, const pylon_change *changes, size_t n)
         const pylon_change *c = &changes[i];
         /* Inserts come as text (no tree is built when nobody listens): parsed here. */
         json_t *row = c->data        ? json_incref(c->data)
-                      : c->data_text ? json_loadb(c->data_text, c->data_len, 0, NULL)
+                      : c->data_text ? pylon_json_loadb(c->data_text, c->data_len, 0, NULL)
                                      : NULL;
         json_t *j = pylon_change_event_json(c->entity, c->row_id, KINDS[c->kind], c->fields, row,
                                             c->seq, "");
@@ -346,7 +347,7 @@ static void ws_message(void *user, pylon_stream *s, bool binary, const uint8_t *
     (void)s;
     session *se = user;
     if (!se || binary) return;
-    json_t *j = json_loadb((const char *)data, len, 0, NULL);
+    json_t *j = pylon_json_loadb((const char *)data, len, 0, NULL);
     const char *type = json_string_value(json_object_get(j, "type"));
     if (type && (strcmp(type, "presence") == 0 || strcmp(type, "topic") == 0)) {
         json_object_set_new(j, "from",

@@ -2,6 +2,7 @@
  * handlers here only check the caller and forward. */
 #include "sync/rooms.h"
 
+#include "actors/json_load.h"
 #include "actors/reply.h"
 #include "sync/hub_internal.h"
 
@@ -264,7 +265,7 @@ static void forward(pylon_http_exchange *ex, rooms_ctx *rc, int op)
         pylon_http_param(ex, 0, name, sizeof name); /* decoded: the React hook encodes it */
         m->room_name = strdup(name);
     } else if (op != OP_LIST) {
-        json_t *body = json_loadb((const char *)req->body, req->body_len, 0, NULL);
+        json_t *body = pylon_json_loadb((const char *)req->body, req->body_len, 0, NULL);
         const char *room = json_string_value(json_object_get(body, "room"));
         if (!json_is_object(body) || !room || !*room) {
             json_decref(body);

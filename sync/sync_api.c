@@ -2,6 +2,7 @@
 #include "sync/sync_api.h"
 
 #include "actors/ids.h"
+#include "actors/json_load.h"
 #include "actors/reply.h"
 #include "sync/hub.h"
 
@@ -189,7 +190,7 @@ static void push(pylon_http_exchange *ex, void *ctx)
     pylon_data_api *api = ctx;
     const pylon_http_request *rq = pylon_http_request_of(ex);
     json_error_t jerr;
-    json_t *body = json_loadb((const char *)rq->body, rq->body_len, 0, &jerr);
+    json_t *body = pylon_json_loadb((const char *)rq->body, rq->body_len, 0, &jerr);
     json_t *changes = json_object_get(body, "changes");
     if (!body || !json_is_array(changes)) {
         json_decref(body);
