@@ -139,9 +139,11 @@ typedef struct pylon_store_backend {
     bool (*shard_rows)(pylon_store_conn *c, void (*each)(void *ctx, const pylon_shard_row *row),
                        void *ctx, pylon_store_error *err);
 
-    /* Liveness (SELECT 1) and the shutdown flush. */
+    /* Liveness (SELECT 1). Checkpoint (writer): `idle` is the writer's pause after writes
+     * (copy what no reader needs, never wait); otherwise the shutdown flush (copy everything
+     * and empty the log). */
     bool (*ping)(pylon_store_conn *c, pylon_store_error *err);
-    void (*checkpoint)(pylon_store_conn *c);
+    void (*checkpoint)(pylon_store_conn *c, bool idle);
 } pylon_store_backend;
 
 extern const pylon_store_backend pylon_store_sqlite;

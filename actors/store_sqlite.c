@@ -1370,9 +1370,13 @@ static bool sq_shard_rows(pylon_store_conn *c, void (*each)(void *ctx, const pyl
     return rc == SQLITE_DONE || step_error(c, rc, "QUERY_FAILED", err);
 }
 
-static void sq_checkpoint(pylon_store_conn *c)
+/* Idle: PASSIVE. Once the WAL is wholly copied, every new read transaction takes read-mark 0
+ * and ignores the WAL (no WAL-index lookup per page read) until the next write starts it over
+ * from its beginning. */
+static void sq_checkpoint(pylon_store_conn *c, bool idle)
 {
-    sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    sqlite3_wal_checkpoint_v2(c->db, NULL, idle ? SQLITE_CHECKPOINT_PASSIVE : SQLITE_CHECKPOINT_TRUNCATE,
+                              NULL, NULL);
 }
 
 const pylon_store_backend pylon_store_sqlite = {

@@ -221,6 +221,39 @@ describe('durability', { timeout: 55000 }, () => {
     }
   });
 
+  // After writes stop, the writer checkpoints the WAL (PASSIVE) within about half a second, so
+  // later reads skip the WAL index. Seen in the -shm file (SQLite's wal-index, native byte
+  // order): the header's mxFrame (offset 16) and the checkpoint info's nBackfill (offset 96).
+  it('after writes pause, the writer copies the whole WAL into the database (idle checkpoint)', async () => {
+    const env = envFor(dataDir());
+    const a = await start(env);
+    const walState = () => {
+      const shm = fs.readFileSync(`${env.PYLON_DB_PATH}-shm`);
+      return { mxFrame: shm.readUInt32LE(16), nBackfill: shm.readUInt32LE(96) };
+    };
+    const copiedWithin = async (ms) => {
+      const until = Date.now() + ms;
+      let s = walState();
+      while (s.nBackfill !== s.mxFrame && Date.now() < until) {
+        await sleep(50);
+        s = walState();
+      }
+      return s;
+    };
+    for (let round = 0; round < 2; round++) {
+      for (let k = 0; k < 20; k++) { // far below the 1000-page automatic checkpoint
+        const res = await request(a.port, json('POST', '/api/entities/Item', { label: `idle ${round}.${k}`, n: k }));
+        assert.equal(res.status, 201, res.body);
+      }
+      const s = await copiedWithin(3000);
+      assert.ok(s.mxFrame > 0, `round ${round}: the writes are in the WAL (mxFrame ${s.mxFrame})`);
+      assert.equal(s.nBackfill, s.mxFrame, `round ${round}: WAL frames copied after the pause`);
+    }
+    const res = await request(a.port, json('GET', '/api/entities/Item?limit=100'));
+    assert.equal(res.json.data.length, 40, res.body);
+    assert.equal(await a.stop(15000), 0, a.stderr);
+  });
+
   it('SIGKILL during a write load loses no acknowledged insert or update', async () => {
     const env = envFor(dataDir());
     const a = await start(env);
