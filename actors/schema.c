@@ -796,9 +796,24 @@ static void tb_put(textbuf *b, const void *s, size_t n)
 static void tb_string(textbuf *b, const unsigned char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
+    size_t plain = 0; /* the common case, printable ASCII only: one copy between the quotes */
+    while (plain < n && s[plain] >= 0x20 && s[plain] < 0x80 && s[plain] != '"' && s[plain] != '\\')
+        plain++;
+    if (plain == n) {
+        char *at = n < SIZE_MAX - 2 ? tb_reserve(b, n + 2) : NULL;
+        if (!at) {
+            b->failed = true;
+            return;
+        }
+        at[0] = '"';
+        memcpy(at + 1, s, n);
+        at[n + 1] = '"';
+        b->len += n + 2;
+        return;
+    }
     tb_put(b, "\"", 1);
     size_t run = 0; /* start of the bytes not yet copied */
-    for (size_t i = 0; i < n && !b->failed;) {
+    for (size_t i = plain; i < n && !b->failed;) {
         unsigned char c = s[i];
         if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
             i++;
