@@ -3,6 +3,9 @@
 #include "shards/json_scan.h"
 
 #include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 static bool msg(const char *t, const char **in, size_t *n, uint64_t *seq)
@@ -91,4 +94,41 @@ Test(json_scan, number_objects)
         "null",           "{\"dx\":1e2}",        "{\"dx\":1} "};
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
         cr_assert_not(pylon_scan_number_object(no[i], strlen(no[i]), keys, 2, v, has), "%s", no[i]);
+}
+
+/* Number values are strtod's, bit for bit (short numbers skip strtod: see number_value), for
+ * every length of integer and fraction part up to the 64-byte limit, both signs. */
+Test(json_scan, number_values_are_strtods_bit_for_bit)
+{
+    static const char *const keys[1] = {"dx"};
+    uint64_t s = 0x2545f4914f6cdd1du;
+    char num[80], doc[128];
+    for (int t = 0; t < 300000; t++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        size_t n = 0;
+        if (s & 1) num[n++] = '-';
+        unsigned int_digits = 1 + (unsigned)(s >> 8) % 18, frac_digits = (unsigned)(s >> 16) % 24;
+        uint64_t r = s;
+        for (unsigned i = 0; i < int_digits; i++, r = r * 6364136223846793005u + 1)
+            num[n++] = (char)('0' + (i == 0 && int_digits > 1 ? 1 + (r >> 33) % 9 : (r >> 33) % 10));
+        if (frac_digits) {
+            num[n++] = '.';
+            for (unsigned i = 0; i < frac_digits; i++, r = r * 6364136223846793005u + 1)
+                num[n++] = (char)('0' + (r >> 33) % 10);
+        }
+        num[n] = '\0';
+        snprintf(doc, sizeof doc, "{\"dx\":%s}", num);
+        double v;
+        bool has;
+        if (!pylon_scan_number_object(doc, strlen(doc), keys, 1, &v, &has)) continue; /* too long */
+        double want = strtod(num, NULL);
+        cr_assert(memcmp(&v, &want, sizeof v) == 0, "%s: %.17g, strtod %.17g", num, v, want);
+    }
+    const char *zero = "{\"dx\":-0}";
+    double v;
+    bool has;
+    cr_assert(pylon_scan_number_object(zero, strlen(zero), keys, 1, &v, &has));
+    cr_assert(v == 0 && signbit(v), "-0 keeps its sign");
 }
