@@ -1,6 +1,8 @@
 /* guard.c — see guard.h. */
 #include "http/guard.h"
 
+#include "engine/fmt.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,19 +144,10 @@ static bool is_ip(const char *s)
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
-/* snprintf(out, cap, "%s", s) without stdio: this runs for every request. */
-static void copy_bounded(char *out, size_t cap, const char *s)
-{
-    if (cap == 0) return;
-    size_t n = strnlen(s, cap - 1);
-    memcpy(out, s, n);
-    out[n] = '\0';
-}
-
 void pylon_guard_client_ip(const pylon_guard *g, const char *peer_ip, const char *xff, char *out,
                            size_t cap)
 {
-    copy_bounded(out, cap, peer_ip);
+    pylon_fmt_copy(out, cap, peer_ip);
     unsigned hops = g->cfg.trust_proxy_hops;
     if (hops == 0 || !xff) return;
     /* Walk the list from the right: entry N (1-based) is what the N-th proxy saw. */
@@ -182,7 +175,7 @@ void pylon_guard_client_ip(const pylon_guard *g, const char *peer_ip, const char
     if (lens[i] >= sizeof cand) return;
     memcpy(cand, entries[i], lens[i]);
     cand[lens[i]] = '\0';
-    if (is_ip(cand)) copy_bounded(out, cap, cand);
+    if (is_ip(cand)) pylon_fmt_copy(out, cap, cand);
 }
 
 unsigned pylon_guard_rate_max(const pylon_guard *g)

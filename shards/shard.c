@@ -2,6 +2,7 @@
 #include "shards/shard.h"
 
 #include "engine/clock.h"
+#include "engine/fmt.h"
 #include "engine/log.h"
 #include "engine/timer.h"
 #include "shards/codec.h"
@@ -673,7 +674,7 @@ static void behaviour(pylon_actor *self, pylon_msg *m)
         sub->synced = false; /* a delta subscriber's first frame is a full one */
         sub->last_hash = sub->last_tick = 0;
         sub->seen_skips = pylon_stream_skipped(sm->stream);
-        snprintf(sub->sid, sizeof sub->sid, "%s", sm->sid);
+        pylon_fmt_copy(sub->sid, sizeof sub->sid, sm->sid);
         sm->stream = NULL; /* the subscriber holds the reference now */
         break;
     }
@@ -748,7 +749,7 @@ pylon_shard_result pylon_shard_input(pylon_shard *s, const char *sid, const char
     pylon_msg_init(&in->msg, MSG_INPUT, NULL);
     in->client_seq = client_seq;
     in->len = len;
-    snprintf(in->sid, sizeof in->sid, "%s", sid);
+    pylon_fmt_copy(in->sid, sizeof in->sid, sid); /* per input: no printf */
     memcpy(in->json, input_json, len);
     in->json[len] = '\0';
     if (server_seq) *server_seq = atomic_fetch_add(&s->server_seq, 1) + 1;
@@ -803,7 +804,7 @@ pylon_shard_result pylon_shard_subscribe(pylon_shard *s, pylon_stream *st, const
     pylon_stream_retain(st);
     m->stream = st;
     m->fmt = fmt;
-    snprintf(m->sid, sizeof m->sid, "%s", sid);
+    pylon_fmt_copy(m->sid, sizeof m->sid, sid);
     pylon_actor_send(s->actor, &m->msg);
     return PYLON_SHARD_OK;
 }

@@ -9,6 +9,7 @@
  * {"width":1000,"height":1000,"speed":200,"aoi_cell":100,"aoi_radius":2,"max_players":4096}.
  */
 #include "pylon/sim.h"
+#include "engine/fmt.h"
 #include "shards/json_scan.h"
 
 #include <jansson.h>
@@ -19,6 +20,7 @@
 
 typedef struct player {
     char sid[64];
+    unsigned hash; /* sid_hash(sid): find() compares it before the string */
     double x, y, dx, dy;
     uint64_t ack;
 } player;
@@ -73,10 +75,22 @@ static void *arena_init(const pylon_sim_ctx *ctx, char *err, size_t errlen)
     return a;
 }
 
+/* FNV-1a: also what spreads the spawn points (replays depend on it). */
+static unsigned sid_hash(const char *sid)
+{
+    unsigned h = 2166136261u;
+    for (const char *c = sid; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    return h;
+}
+
+/* Every input and every subscriber's frame looks its player up: the hash first, so the
+ * string compare runs once instead of for every player before it. */
 static player *find(arena *a, const char *sid, bool create)
 {
+    unsigned h = sid_hash(sid);
     for (size_t i = 0; i < a->n; i++)
-        if (strcmp(a->players[i].sid, sid) == 0) return &a->players[i];
+        if (a->players[i].hash == h && strcmp(a->players[i].sid, sid) == 0) return &a->players[i];
     if (!create || a->n >= a->max_players) return NULL;
     if (a->n == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 16;
@@ -88,11 +102,9 @@ static player *find(arena *a, const char *sid, bool create)
     player *p = &a->players[a->n++];
     a->dirty = true;
     memset(p, 0, sizeof *p);
-    snprintf(p->sid, sizeof p->sid, "%s", sid);
+    pylon_fmt_copy(p->sid, sizeof p->sid, sid);
+    p->hash = h;
     /* Spawn spread over the arena, deterministically from the sid (replays reproduce it). */
-    unsigned h = 2166136261u;
-    for (const char *c = sid; *c; c++)
-        h = (h ^ (unsigned char)*c) * 16777619u;
     p->x = (double)(h % 1000) / 1000.0 * a->width;
     p->y = (double)((h / 1000) % 1000) / 1000.0 * a->height;
     return p;
@@ -212,11 +224,13 @@ static void arena_snapshot(void *state, const char *sid, pylon_sim_out *out)
     player *me = find(a, sid, false);
     if (me && cached) { /* its entry without the "}", then the ack */
         size_t i = (size_t)(me - a->players);
-        char ack[40];
-        int al = snprintf(ack, sizeof ack, ",\"ack\":%llu},", (unsigned long long)me->ack);
+        char ack[8 + PYLON_FMT_I64_MAX + 2] = ",\"ack\":"; /* every frame: no printf */
+        size_t al = 7 + pylon_fmt_u64(ack + 7, me->ack);
+        ack[al++] = '}';
+        ack[al++] = ',';
         pylon_sim_out_put(out, "{\"you\":", 7);
         pylon_sim_out_put(out, a->text + a->off[i], a->len[i] - 1);
-        pylon_sim_out_put(out, ack, (size_t)al);
+        pylon_sim_out_put(out, ack, al);
     } else if (me) {
         pylon_sim_out_printf(out, "{\"you\":{\"sid\":\"%s\",\"x\":%.2f,\"y\":%.2f,\"ack\":%llu},",
                              me->sid, me->x, me->y, (unsigned long long)me->ack);

@@ -4,6 +4,7 @@
 
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,4 +93,20 @@ Test(arena, snapshot_follows_ticks)
     v->destroy(a);
     free(o1.data);
     free(o2.data);
+}
+
+/* client_seq is a uint64 (protocol.md §4.3): the ack is written unsigned, all 20 digits. */
+Test(arena, ack_is_written_unsigned)
+{
+    const pylon_sim_vtable *v = pylon_sim_arena();
+    pylon_sim_ctx ctx = {.shard_id = "t", .tick_rate_hz = 20, .config_json = "{}"};
+    char err[100];
+    void *a = v->init(&ctx, err, sizeof err);
+    cr_assert(v->apply_input(a, "p1", "{\"dx\":0,\"dy\":0}", 15, UINT64_MAX));
+    v->tick(a, 0.05);
+    pylon_sim_out o = {0};
+    v->snapshot_for(a, "p1", &o);
+    cr_assert_not_null(strstr(o.data, "\"ack\":18446744073709551615},"), "%s", o.data);
+    v->destroy(a);
+    free(o.data);
 }

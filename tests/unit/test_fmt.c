@@ -1,10 +1,11 @@
 /*
  * test_fmt.c — numbers as text without printf (engine/fmt.h).
  *
- * Proves: pylon_fmt_i64 writes exactly what "%lld" writes (edge values, every power of ten
- * and its neighbours, 200 000 pseudo-random values of all magnitudes) and returns its length,
- * touching no byte past it; pylon_fmt_hex writes exactly what "%0<n>llx" writes for every
- * width 1..16 (values that fit the width) and keeps only the low digits of a wider value.
+ * Proves: pylon_fmt_i64 / pylon_fmt_u64 write exactly what "%lld" / "%llu" write (edge values,
+ * every power of ten and its neighbours, 200 000 pseudo-random values of all magnitudes) and
+ * return their length, touching no byte past it; pylon_fmt_hex writes exactly what "%0<n>llx"
+ * writes for every width 1..16 (values that fit the width) and keeps only the low digits of a
+ * wider value; pylon_fmt_copy copies and truncates as snprintf "%s" does.
  */
 #include "engine/fmt.h"
 
@@ -23,6 +24,17 @@ static void check_i64(int64_t v)
     cr_assert(k <= PYLON_FMT_I64_MAX);
     cr_assert(memcmp(got, want, k) == 0, "%" PRId64 ": got %.*s", v, (int)k, got);
     cr_assert_eq(got[k], '#', "%" PRId64 ": wrote past its length", v);
+}
+
+static void check_u64(uint64_t v)
+{
+    char want[32], got[32];
+    memset(got, '#', sizeof got);
+    int n = snprintf(want, sizeof want, "%" PRIu64, v);
+    size_t k = pylon_fmt_u64(got, v);
+    cr_assert_eq(k, (size_t)n, "%" PRIu64 ": length %zu, want %d", v, k, n);
+    cr_assert(memcmp(got, want, k) == 0, "%" PRIu64 ": got %.*s", v, (int)k, got);
+    cr_assert_eq(got[k], '#', "%" PRIu64 ": wrote past its length", v);
 }
 
 static uint64_t next_random(uint64_t *s) /* xorshift64: the same sequence every run */
@@ -48,7 +60,33 @@ Test(fmt, i64_matches_printf)
     for (int i = 0; i < 200000; i++) {
         uint64_t r = next_random(&s);
         check_i64((int64_t)(r >> (r % 64))); /* every magnitude, both signs */
+        check_u64(r >> (r % 64));
     }
+    check_u64(0);
+    check_u64(UINT64_MAX);
+    check_u64((uint64_t)INT64_MAX + 1);
+    for (uint64_t p = 1; p <= UINT64_MAX / 10; p *= 10) {
+        check_u64(p - 1);
+        check_u64(p);
+        check_u64(p + 1);
+    }
+}
+
+Test(fmt, copy_is_snprintf_percent_s)
+{
+    const char *src = "0123456789";
+    for (size_t cap = 1; cap < 14; cap++) {
+        char want[16], got[16];
+        memset(got, '#', sizeof got);
+        snprintf(want, cap, "%s", src);
+        size_t n = pylon_fmt_copy(got, cap, src);
+        cr_assert_str_eq(got, want, "cap %zu", cap);
+        cr_assert_eq(n, strlen(want));
+        cr_assert_eq(got[cap], '#', "cap %zu: wrote past cap", cap);
+    }
+    char one = '#';
+    cr_assert_eq(pylon_fmt_copy(&one, 0, src), 0);
+    cr_assert_eq(one, '#', "cap 0 writes nothing");
 }
 
 Test(fmt, hex_matches_printf_at_every_width)
