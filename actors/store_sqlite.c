@@ -618,8 +618,6 @@ static void sq_savepoint_rollback(pylon_store_conn *c)
     c->seq = c->seq_at_savepoint;
 }
 
-/* Steps `SELECT * … WHERE id = ?` once: SQLITE_ROW leaves the row on *st (reset it after),
- * 0 when the statement could not be prepared (*err set). */
 /* The kept statements of `e`, or NULL for an entity from another manifest copy (its
  * statements go through the SQL-keyed cache) or without memory for the table. */
 static entity_stmts *stmts_of(pylon_store_conn *c, const pylon_entity *e)
@@ -645,6 +643,8 @@ static sqlite3_stmt *prepare_kept(pylon_store_conn *c, const char *sql, sqlite3_
     return *slot;
 }
 
+/* Steps `SELECT * … WHERE id = ?` once: SQLITE_ROW leaves the row on *st (reset it after),
+ * 0 when the statement could not be prepared (*err set). */
 static int step_by_id(pylon_store_conn *c, const pylon_entity *e, const char *id, sqlite3_stmt **st,
                       pylon_store_error *err)
 {
