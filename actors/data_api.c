@@ -73,7 +73,7 @@ static json_t *body_json(pylon_http_exchange *ex, bool want_object)
     const pylon_http_request *req = pylon_http_request_of(ex);
     json_error_t jerr;
     json_t *j = pylon_json_loadb((const char *)req->body, req->body_len,
-                           JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+                                 JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!j) {
         char hint[200];
         snprintf(hint, sizeof hint, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);

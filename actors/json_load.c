@@ -108,12 +108,24 @@ static bool read_string(reader *r, const char **s, size_t *n, char **owned)
             continue;
         }
         switch (start[++i]) {
-        case 'b': out[k++] = '\b'; break;
-        case 'f': out[k++] = '\f'; break;
-        case 'n': out[k++] = '\n'; break;
-        case 'r': out[k++] = '\r'; break;
-        case 't': out[k++] = '\t'; break;
-        default: out[k++] = (char)start[i]; break; /* " \ / */
+        case 'b':
+            out[k++] = '\b';
+            break;
+        case 'f':
+            out[k++] = '\f';
+            break;
+        case 'n':
+            out[k++] = '\n';
+            break;
+        case 'r':
+            out[k++] = '\r';
+            break;
+        case 't':
+            out[k++] = '\t';
+            break;
+        default:
+            out[k++] = (char)start[i];
+            break; /* " \ / */
         }
     }
     *owned = out;

@@ -1375,8 +1375,8 @@ static bool sq_shard_rows(pylon_store_conn *c, void (*each)(void *ctx, const pyl
  * from its beginning. */
 static void sq_checkpoint(pylon_store_conn *c, bool idle)
 {
-    sqlite3_wal_checkpoint_v2(c->db, NULL, idle ? SQLITE_CHECKPOINT_PASSIVE : SQLITE_CHECKPOINT_TRUNCATE,
-                              NULL, NULL);
+    sqlite3_wal_checkpoint_v2(
+        c->db, NULL, idle ? SQLITE_CHECKPOINT_PASSIVE : SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 }
 
 const pylon_store_backend pylon_store_sqlite = {

@@ -47,7 +47,9 @@ static uint64_t next_random(uint64_t *s) /* xorshift64: the same sequence every 
 
 Test(fmt, i64_matches_printf)
 {
-    const int64_t edges[] = {0, 1, -1, 9, 10, -10, INT64_MAX, INT64_MIN, INT64_MIN + 1,
+    const int64_t edges[] = {0,         1,         -1,
+                             9,         10,        -10,
+                             INT64_MAX, INT64_MIN, INT64_MIN + 1,
                              INT32_MAX, INT32_MIN, (int64_t)UINT32_MAX};
     for (size_t i = 0; i < sizeof edges / sizeof *edges; i++)
         check_i64(edges[i]);
@@ -101,8 +103,8 @@ Test(fmt, hex_matches_printf_at_every_width)
             memset(got, '#', sizeof got);
             snprintf(want, sizeof want, "%0*" PRIx64, (int)digits, v);
             pylon_fmt_hex(got, v, digits);
-            cr_assert(memcmp(got, want, digits) == 0, "%u digits of %" PRIx64 ": %.*s", digits,
-                      v, (int)digits, got);
+            cr_assert(memcmp(got, want, digits) == 0, "%u digits of %" PRIx64 ": %.*s", digits, v,
+                      (int)digits, got);
             cr_assert_eq(got[digits], '#');
         }
 }

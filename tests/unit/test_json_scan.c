@@ -112,7 +112,8 @@ Test(json_scan, number_values_are_strtods_bit_for_bit)
         unsigned int_digits = 1 + (unsigned)(s >> 8) % 18, frac_digits = (unsigned)(s >> 16) % 24;
         uint64_t r = s;
         for (unsigned i = 0; i < int_digits; i++, r = r * 6364136223846793005u + 1)
-            num[n++] = (char)('0' + (i == 0 && int_digits > 1 ? 1 + (r >> 33) % 9 : (r >> 33) % 10));
+            num[n++] =
+                (char)('0' + (i == 0 && int_digits > 1 ? 1 + (r >> 33) % 9 : (r >> 33) % 10));
         if (frac_digits) {
             num[n++] = '.';
             for (unsigned i = 0; i < frac_digits; i++, r = r * 6364136223846793005u + 1)

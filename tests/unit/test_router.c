@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GET PYLON_M_GET
+#define GET  PYLON_M_GET
 #define POST PYLON_M_POST
 
 static void handler(pylon_http_exchange *ex, void *ctx)
@@ -133,8 +133,8 @@ static pylon_router *fixed_router(void)
     pylon_router *r = pylon_router_new();
     cr_assert_not_null(r);
     for (size_t i = 0; i < sizeof FIXED / sizeof *FIXED; i++)
-        cr_assert(pylon_router_add_inline(r, FIXED[i].methods, FIXED[i].pattern, handler,
-                                          FIXED[i].ctx));
+        cr_assert(
+            pylon_router_add_inline(r, FIXED[i].methods, FIXED[i].pattern, handler, FIXED[i].ctx));
     return r;
 }
 
@@ -217,8 +217,9 @@ static unsigned pick(unsigned n)
     return (unsigned)(rng % n);
 }
 
-static const char *const WORDS[] = {"api", "entities", "Item", "health", "a", "b", "", "*",
-                                    "files", "x", "long-segment-name", "api2"};
+static const char *const WORDS[] = {
+    "api", "entities",          "Item", "health", "a", "b", "", "*", "files",
+    "x",   "long-segment-name", "api2"};
 
 Test(router, generated_paths_match_the_reference)
 {
@@ -240,9 +241,10 @@ Test(router, generated_paths_match_the_reference)
                 strcat(p, WORDS[pick(sizeof WORDS / sizeof *WORDS)]);
         }
         if (nsegs == 0 || pick(8) == 0) strcat(p, "/");
-        routes[i] = (ref_route){.methods = pick(2) ? GET : POST, .pattern = p,
-                                .ctx = (void *)(uintptr_t)(i + 1)};
-        cr_assert(pylon_router_add_inline(r, routes[i].methods, p, handler, routes[i].ctx), "%s", p);
+        routes[i] = (ref_route){
+            .methods = pick(2) ? GET : POST, .pattern = p, .ctx = (void *)(uintptr_t)(i + 1)};
+        cr_assert(pylon_router_add_inline(r, routes[i].methods, p, handler, routes[i].ctx), "%s",
+                  p);
     }
     char path[1024];
     for (int t = 0; t < 200000; t++) {
