@@ -9,40 +9,36 @@
  */
 #include "engine/fmt.h"
 
+#include "support.h"
+
 #include <criterion/criterion.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
+/* `got` holds k digits and then the untouched '#' fill; `want` is printf's text. */
+static void same_digits(const char *want, const char *got, size_t k)
+{
+    cr_assert_eq(k, strlen(want), "%s: length %zu", want, k);
+    cr_assert(k <= PYLON_FMT_I64_MAX);
+    cr_assert(memcmp(got, want, k) == 0, "%s: got %.*s", want, (int)k, got);
+    cr_assert_eq(got[k], '#', "%s: wrote past its length", want);
+}
+
 static void check_i64(int64_t v)
 {
     char want[32], got[32];
     memset(got, '#', sizeof got);
-    int n = snprintf(want, sizeof want, "%" PRId64, v);
-    size_t k = pylon_fmt_i64(got, v);
-    cr_assert_eq(k, (size_t)n, "%" PRId64 ": length %zu, want %d", v, k, n);
-    cr_assert(k <= PYLON_FMT_I64_MAX);
-    cr_assert(memcmp(got, want, k) == 0, "%" PRId64 ": got %.*s", v, (int)k, got);
-    cr_assert_eq(got[k], '#', "%" PRId64 ": wrote past its length", v);
+    snprintf(want, sizeof want, "%" PRId64, v);
+    same_digits(want, got, pylon_fmt_i64(got, v));
 }
 
 static void check_u64(uint64_t v)
 {
     char want[32], got[32];
     memset(got, '#', sizeof got);
-    int n = snprintf(want, sizeof want, "%" PRIu64, v);
-    size_t k = pylon_fmt_u64(got, v);
-    cr_assert_eq(k, (size_t)n, "%" PRIu64 ": length %zu, want %d", v, k, n);
-    cr_assert(memcmp(got, want, k) == 0, "%" PRIu64 ": got %.*s", v, (int)k, got);
-    cr_assert_eq(got[k], '#', "%" PRIu64 ": wrote past its length", v);
-}
-
-static uint64_t next_random(uint64_t *s) /* xorshift64: the same sequence every run */
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
+    snprintf(want, sizeof want, "%" PRIu64, v);
+    same_digits(want, got, pylon_fmt_u64(got, v));
 }
 
 Test(fmt, i64_matches_printf)
@@ -60,7 +56,7 @@ Test(fmt, i64_matches_printf)
         }
     uint64_t s = 0x9e3779b97f4a7c15u;
     for (int i = 0; i < 200000; i++) {
-        uint64_t r = next_random(&s);
+        uint64_t r = test_random(&s);
         check_i64((int64_t)(r >> (r % 64))); /* every magnitude, both signs */
         check_u64(r >> (r % 64));
     }
@@ -96,7 +92,7 @@ Test(fmt, hex_matches_printf_at_every_width)
     uint64_t s = 12345;
     for (unsigned digits = 1; digits <= 16; digits++)
         for (int i = 0; i < 2000; i++) {
-            uint64_t v = next_random(&s);
+            uint64_t v = test_random(&s);
             if (digits < 16) v &= (UINT64_C(1) << (4 * digits)) - 1;
             if (i == 0) v = 0;
             char want[32], got[32];

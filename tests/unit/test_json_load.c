@@ -11,6 +11,8 @@
  */
 #include "actors/json_load.h"
 
+#include "support.h"
+
 #include <criterion/criterion.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -252,10 +254,7 @@ Test(json_load, nesting_depth_matches_jansson)
 static uint64_t rng = 0x243f6a8885a308d3u;
 static unsigned pick(unsigned n)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (unsigned)(rng % n);
+    return (unsigned)(test_random(&rng) % n);
 }
 
 typedef struct {

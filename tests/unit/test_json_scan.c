@@ -2,6 +2,8 @@
  * (returning false) so that what is accepted or dropped stays jansson's decision. */
 #include "shards/json_scan.h"
 
+#include "support.h"
+
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
@@ -104,9 +106,7 @@ Test(json_scan, number_values_are_strtods_bit_for_bit)
     uint64_t s = 0x2545f4914f6cdd1du;
     char num[80], doc[128];
     for (int t = 0; t < 300000; t++) {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
+        test_random(&s);
         size_t n = 0;
         if (s & 1) num[n++] = '-';
         unsigned int_digits = 1 + (unsigned)(s >> 8) % 18, frac_digits = (unsigned)(s >> 16) % 24;

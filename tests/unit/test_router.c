@@ -10,6 +10,8 @@
  */
 #include "http/router.h"
 
+#include "support.h"
+
 #include <criterion/criterion.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -211,10 +213,7 @@ Test(router, rest_pattern_takes_paths_of_any_depth)
 static uint64_t rng = 0x853c49e6748fea9bu;
 static unsigned pick(unsigned n)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (unsigned)(rng % n);
+    return (unsigned)(test_random(&rng) % n);
 }
 
 static const char *const WORDS[] = {
