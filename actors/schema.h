@@ -56,6 +56,16 @@ json_t *pylon_schema_row_to_json(const pylon_entity *e, sqlite3_stmt *st);
  * handles exactly (a non-finite real, a column name that is not UTF-8): then use that path. */
 char *pylon_schema_row_to_text(const pylon_entity *e, sqlite3_stmt *st, size_t *len);
 
+/* The column-dependent half of pylon_schema_row_to_text (which field each column is, its key
+ * escaped), worked out once for a prepared statement that is stepped again and again (the get
+ * by id). NULL when out of memory or a column name is not UTF-8 (use the tree path). Valid
+ * while pylon_schema_row_plan_fits(); the text is byte for byte pylon_schema_row_to_text's. */
+typedef struct pylon_row_plan pylon_row_plan;
+pylon_row_plan *pylon_schema_row_plan(const pylon_entity *e, sqlite3_stmt *st);
+bool pylon_schema_row_plan_fits(const pylon_row_plan *p, sqlite3_stmt *st);
+char *pylon_schema_row_to_text_planned(const pylon_row_plan *p, sqlite3_stmt *st, size_t *len);
+void pylon_schema_row_plan_free(pylon_row_plan *p);
+
 /* The row an insert of `data` (already bound without error by pylon_schema_bind_value) stores,
  * as compact JSON text: "id", then every field of the manifest in its order (null when
  * absent), typed as a read returns them (int fields as integers, float fields as reals). For a

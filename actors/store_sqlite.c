@@ -30,7 +30,8 @@ typedef struct cached_stmt {
  * (bit i: e->fields[i]); a few such shapes are kept, others go through the SQL-keyed cache. */
 enum { INSERT_SHAPES = 4 };
 typedef struct entity_stmts {
-    sqlite3_stmt *by_id; /* SELECT * … WHERE id = ? */
+    sqlite3_stmt *by_id;        /* SELECT * … WHERE id = ? */
+    pylon_row_plan *by_id_plan; /* its columns as row text (readers) */
     sqlite3_stmt *insert[INSERT_SHAPES];
     uint64_t insert_fields[INSERT_SHAPES];
 } entity_stmts;
@@ -457,6 +458,7 @@ static void sq_close(pylon_store_conn *c)
     }
     for (size_t i = 0; c->per_entity && i < c->m->nentities; i++) {
         sqlite3_finalize(c->per_entity[i].by_id);
+        pylon_schema_row_plan_free(c->per_entity[i].by_id_plan);
         for (size_t j = 0; j < INSERT_SHAPES; j++)
             sqlite3_finalize(c->per_entity[i].insert[j]);
     }
@@ -689,7 +691,18 @@ static bool sq_get_text(pylon_store_conn *c, const pylon_entity *e, const char *
     *text = NULL;
     if (!rc) return false;
     if (rc == SQLITE_ROW) {
-        *text = pylon_schema_row_to_text(e, st, len);
+        entity_stmts *es = stmts_of(c, e);
+        if (es && es->by_id == st) { /* the kept statement: its plan is kept too */
+            if (es->by_id_plan && !pylon_schema_row_plan_fits(es->by_id_plan, st)) {
+                pylon_schema_row_plan_free(es->by_id_plan);
+                es->by_id_plan = NULL;
+            }
+            if (!es->by_id_plan) es->by_id_plan = pylon_schema_row_plan(e, st);
+            *text =
+                es->by_id_plan ? pylon_schema_row_to_text_planned(es->by_id_plan, st, len) : NULL;
+        } else {
+            *text = pylon_schema_row_to_text(e, st, len);
+        }
         if (!*text) { /* a row only the tree path writes exactly (or no memory) */
             json_t *row = pylon_schema_row_to_json(e, st);
             *text = row ? json_dumps(row, JSON_COMPACT) : NULL;

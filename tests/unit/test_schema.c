@@ -544,6 +544,53 @@ Test(schema, row_round_trip_by_field_type)
     assert_no_leaks();
 }
 
+/* The get by id keeps one plan per kept statement: it writes what row_to_text writes for every
+ * row stepped, and stops fitting once SQLite prepared the statement again (here after a
+ * column was added), when a new plan includes the new column. */
+Test(schema, row_plan_is_kept_while_the_statement_keeps_its_columns)
+{
+    pylon_manifest *m = manifest(ALL_TYPES);
+    free(apply_ok(m));
+    const pylon_entity *e = &m->entities[0];
+    insert_json_id(e, "r1", "{\"s\":\"one \\\"q\\\"\",\"i\":1,\"b\":true}");
+    insert_json_id(e, "r2", "{\"s\":\"two\",\"f\":2.5,\"b\":false,\"r\":\"<p>\"}");
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(db, "SELECT * FROM A WHERE id=?", -1, &st, NULL), SQLITE_OK);
+    pylon_row_plan *plan = pylon_schema_row_plan(e, st);
+    cr_assert_not_null(plan);
+    for (int round = 0; round < 3; round++)
+        for (int k = 1; k <= 2; k++) {
+            char id[4];
+            snprintf(id, sizeof id, "r%d", k);
+            sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+            cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+            cr_assert(pylon_schema_row_plan_fits(plan, st));
+            size_t a = 0, b = 0;
+            char *planned = pylon_schema_row_to_text_planned(plan, st, &a);
+            char *fresh = pylon_schema_row_to_text(e, st, &b);
+            cr_assert_not_null(planned);
+            cr_assert_str_eq(planned, fresh);
+            cr_assert_eq(a, b);
+            free(planned);
+            free(fresh);
+            sqlite3_reset(st);
+        }
+    exec("ALTER TABLE A ADD COLUMN extra TEXT");
+    sqlite3_bind_text(st, 1, "r1", -1, SQLITE_TRANSIENT);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW); /* prepared again: one more column */
+    cr_assert_not(pylon_schema_row_plan_fits(plan, st));
+    pylon_schema_row_plan_free(plan);
+    plan = pylon_schema_row_plan(e, st);
+    size_t len = 0;
+    char *text = pylon_schema_row_to_text_planned(plan, st, &len);
+    cr_assert_not_null(strstr(text, ",\"extra\":null}"), "%s", text);
+    free(text);
+    sqlite3_finalize(st);
+    pylon_schema_row_plan_free(plan);
+    pylon_manifest_free(m);
+    assert_no_leaks();
+}
+
 Test(schema, row_columns_outside_the_manifest_and_odd_storage)
 {
     pylon_manifest *m = manifest(ALL_TYPES);
