@@ -4,6 +4,7 @@
 #include "actors/ids.h"
 #include "actors/json_load.h"
 #include "actors/reply.h"
+#include "engine/hash.h"
 #include "engine/log.h"
 
 #include <ctype.h>
@@ -57,10 +58,7 @@ static int64_t now_s(void)
 
 static uint32_t hash(const char *s)
 {
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % BUCKETS;
+    return pylon_hash_str(s) % BUCKETS;
 }
 
 /* ---- the index (lock held by the caller) ------------------------------------------------- */

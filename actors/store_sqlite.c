@@ -8,6 +8,7 @@
  */
 #include "actors/schema.h"
 #include "actors/store.h"
+#include "engine/hash.h"
 
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -71,9 +72,7 @@ bool pylon_store_fail(pylon_store_error *err, int status, const char *code, cons
 
 static sqlite3_stmt *prepare(pylon_store_conn *c, const char *sql, pylon_store_error *err)
 {
-    uint32_t h = 2166136261u;
-    for (const char *p = sql; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
+    uint32_t h = pylon_hash_str(sql);
     for (unsigned probe = 0; probe < 8; probe++) {
         cached_stmt *cs = &c->cache[(h + probe) % STMT_CACHE];
         if (cs->sql && strcmp(cs->sql, sql) == 0) {

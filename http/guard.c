@@ -2,6 +2,7 @@
 #include "http/guard.h"
 
 #include "engine/fmt.h"
+#include "engine/hash.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -229,14 +230,6 @@ void pylon_rate_limiter_free(pylon_rate_limiter *rl)
     free(rl);
 }
 
-static uint32_t hash_str(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
 /* Entries idle for two windows carry no weight any more: drop them (bounded memory). */
 static void sweep(pylon_rate_limiter *rl, uint64_t window)
 {
@@ -263,7 +256,7 @@ unsigned pylon_rate_limiter_hit(pylon_rate_limiter *rl, const char *ip, uint64_t
         sweep(rl, window);
         rl->last_sweep = window;
     }
-    uint32_t b = hash_str(ip) % RL_BUCKETS;
+    uint32_t b = pylon_hash_str(ip) % RL_BUCKETS;
     rl_entry *e = rl->buckets[b];
     while (e && strcmp(e->ip, ip) != 0)
         e = e->next;

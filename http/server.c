@@ -10,6 +10,7 @@
 #include "http/server_internal.h"
 
 #include "engine/clock.h"
+#include "engine/hash.h"
 #include "engine/log.h"
 
 #include <arpa/inet.h>
@@ -35,10 +36,7 @@ size_t pylon_server_common_headers(pylon_http_server *srv, const char *origin, c
 
 ip_slot **pylon_server_ip_bucket(pylon_http_server *srv, const char *ip)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = ip; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return &srv->ips[h % IP_BUCKETS];
+    return &srv->ips[pylon_hash_str(ip) % IP_BUCKETS];
 }
 
 void pylon_server_ip_release(io_loop *io, ip_slot *slot, int kind)

@@ -10,6 +10,7 @@
  */
 #include "pylon/sim.h"
 #include "engine/fmt.h"
+#include "engine/hash.h"
 #include "shards/json_scan.h"
 
 #include <jansson.h>
@@ -20,7 +21,7 @@
 
 typedef struct player {
     char sid[64];
-    unsigned hash; /* sid_hash(sid): find() compares it before the string */
+    uint32_t hash; /* pylon_hash_str(sid): find() compares it before the string */
     double x, y, dx, dy;
     uint64_t ack;
 } player;
@@ -75,20 +76,11 @@ static void *arena_init(const pylon_sim_ctx *ctx, char *err, size_t errlen)
     return a;
 }
 
-/* FNV-1a: also what spreads the spawn points (replays depend on it). */
-static unsigned sid_hash(const char *sid)
-{
-    unsigned h = 2166136261u;
-    for (const char *c = sid; *c; c++)
-        h = (h ^ (unsigned char)*c) * 16777619u;
-    return h;
-}
-
 /* Every input and every subscriber's frame looks its player up: the hash first, so the
  * string compare runs once instead of for every player before it. */
 static player *find(arena *a, const char *sid, bool create)
 {
-    unsigned h = sid_hash(sid);
+    uint32_t h = pylon_hash_str(sid); /* also what spreads the spawn points (replays) */
     for (size_t i = 0; i < a->n; i++)
         if (a->players[i].hash == h && strcmp(a->players[i].sid, sid) == 0) return &a->players[i];
     if (!create || a->n >= a->max_players) return NULL;
