@@ -191,62 +191,55 @@ static bool read_word(reader *r, const char *word, size_t n)
     return true;
 }
 
+/* Skips white space, then takes `c` if it comes next. */
+static bool take(reader *r, char c)
+{
+    skip_space(r);
+    if (r->p >= r->end || *r->p != (unsigned char)c) return false;
+    r->p++;
+    return true;
+}
+
 static json_t *read_array(reader *r)
 {
     json_t *a = json_array();
     if (!a) return NULL;
-    skip_space(r);
-    if (r->p < r->end && *r->p == ']') {
-        r->p++;
-        return a;
-    }
-    for (;;) {
+    if (take(r, ']')) return a;
+    do {
         json_t *v = read_value(r);
-        if (!v || json_array_append_new(a, v) != 0) break;
-        skip_space(r);
-        if (r->p >= r->end) break;
-        if (*r->p == ']') {
-            r->p++;
-            return a;
-        }
-        if (*r->p++ != ',') break;
-    }
+        if (!v || json_array_append_new(a, v) != 0) goto fail;
+    } while (take(r, ','));
+    if (take(r, ']')) return a;
+fail:
     json_decref(a);
     return NULL;
+}
+
+/* `"key": value` after the opening quote, added to o. */
+static bool read_member(reader *r, json_t *o)
+{
+    const char *key;
+    size_t keylen;
+    char *owned;
+    if (!read_string(r, &key, &keylen, &owned)) return false;
+    /* A repeated key: refused or replaced, as the flags say; jansson decides. */
+    bool ok = !json_object_getn(o, key, keylen) && take(r, ':');
+    json_t *v = ok ? read_value(r) : NULL;
+    ok = v && json_object_setn_new_nocheck(o, key, keylen, v) == 0;
+    free(owned);
+    return ok;
 }
 
 static json_t *read_object(reader *r)
 {
     json_t *o = json_object();
     if (!o) return NULL;
-    skip_space(r);
-    if (r->p < r->end && *r->p == '}') {
-        r->p++;
-        return o;
-    }
-    for (;;) {
-        skip_space(r);
-        if (r->p >= r->end || *r->p++ != '"') break;
-        const char *key;
-        size_t keylen;
-        char *owned;
-        if (!read_string(r, &key, &keylen, &owned)) break;
-        /* A repeated key: refused or replaced, as the flags say; jansson decides. */
-        bool ok = !json_object_getn(o, key, keylen);
-        skip_space(r);
-        ok = ok && r->p < r->end && *r->p++ == ':';
-        json_t *v = ok ? read_value(r) : NULL;
-        ok = v && json_object_setn_new_nocheck(o, key, keylen, v) == 0;
-        free(owned);
-        if (!ok) break;
-        skip_space(r);
-        if (r->p >= r->end) break;
-        if (*r->p == '}') {
-            r->p++;
-            return o;
-        }
-        if (*r->p++ != ',') break;
-    }
+    if (take(r, '}')) return o;
+    do {
+        if (!take(r, '"') || !read_member(r, o)) goto fail;
+    } while (take(r, ','));
+    if (take(r, '}')) return o;
+fail:
     json_decref(o);
     return NULL;
 }
