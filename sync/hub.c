@@ -130,6 +130,33 @@ static void broadcast_ws(pylon_hub *h, pylon_buf *frame)
         if (!h->sessions[i]->sse) pylon_stream_send(h->sessions[i]->stream, frame);
 }
 
+/* Each remaining WebSocket session gets the staged notices in one send (one lock, one loop
+ * task, one writev). Runs before any message that could reach a session, so a client sees
+ * notices and other events in the order the hub handled them, and at the end of each run. */
+static void flush_disconnects(pylon_hub *h)
+{
+    if (!h->ndisconnects) return;
+    for (size_t i = 0; i < h->n; i++)
+        if (!h->sessions[i]->sse)
+            pylon_stream_send_many(h->sessions[i]->stream, h->disconnects, h->ndisconnects);
+    for (size_t k = 0; k < h->ndisconnects; k++)
+        pylon_buf_release(h->disconnects[k]);
+    h->ndisconnects = 0;
+}
+
+/* protocol.md §2.2 (c): every remaining WebSocket client is told of the close. */
+static void stage_disconnect(pylon_hub *h, const session *gone)
+{
+    char text[96];
+    int len = snprintf(text, sizeof text,
+                       "{\"type\":\"presence\",\"event\":\"disconnect\",\"clientId\":%llu}",
+                       (unsigned long long)gone->client_id);
+    pylon_buf *f = pylon_ws_frame(1, text, (size_t)len);
+    if (!f) return; /* out of memory: the notice is lost, as a failed send would lose it */
+    if (h->ndisconnects == HUB_DISCONNECTS_MAX) flush_disconnects(h);
+    h->disconnects[h->ndisconnects++] = f;
+}
+
 static void session_free(session *s)
 {
     pylon_stream_release(s->stream);
@@ -140,6 +167,7 @@ static void behaviour(pylon_actor *self, pylon_msg *msg)
 {
     pylon_hub *h = pylon_actor_state(self);
     hub_msg *m = (hub_msg *)msg;
+    if (msg->type != MSG_UNREGISTER) flush_disconnects(h);
     switch (msg->type) {
     case MSG_REGISTER:
         if (h->n == h->cap) {
@@ -153,28 +181,19 @@ static void behaviour(pylon_actor *self, pylon_msg *msg)
             h->cap = cap;
         }
         m->s->registered = true;
+        m->s->slot = h->n;
         h->sessions[h->n++] = m->s;
         atomic_fetch_add_explicit(&h->live_sessions, 1, memory_order_relaxed);
         break;
     case MSG_UNREGISTER: {
         session *s = m->s;
-        for (size_t i = 0; i < h->n; i++)
-            if (h->sessions[i] == s) {
-                h->sessions[i] = h->sessions[--h->n];
-                atomic_fetch_sub_explicit(&h->live_sessions, 1, memory_order_relaxed);
-                break;
-            }
-        if (!s->sse) { /* protocol.md §2.2 (c) */
-            char text[96];
-            int len = snprintf(text, sizeof text,
-                               "{\"type\":\"presence\",\"event\":\"disconnect\",\"clientId\":%llu}",
-                               (unsigned long long)s->client_id);
-            pylon_buf *f = pylon_ws_frame(1, text, (size_t)len);
-            if (f) {
-                broadcast_ws(h, f);
-                pylon_buf_release(f);
-            }
+        if (s->registered) { /* swap the last session into its slot */
+            session *last = h->sessions[--h->n];
+            h->sessions[s->slot] = last;
+            last->slot = s->slot;
+            atomic_fetch_sub_explicit(&h->live_sessions, 1, memory_order_relaxed);
         }
+        if (!s->sse) stage_disconnect(h, s);
         session_free(s);
         break;
     }
@@ -234,9 +253,15 @@ void pylon_hub_send_to_user(pylon_hub *h, const char *user_id, pylon_buf *ws, py
     }
 }
 
+static void on_batch_end(pylon_actor *self)
+{
+    flush_disconnects(pylon_actor_state(self));
+}
+
 static void on_stop(pylon_actor *self)
 {
     pylon_hub *h = pylon_actor_state(self);
+    flush_disconnects(h);
     if (h->room_sweep) pylon_timer_cancel(h->room_sweep);
     pylon_rooms_free(h);
     for (size_t i = 0; i < h->n; i++)
@@ -246,7 +271,7 @@ static void on_stop(pylon_actor *self)
 }
 
 static const pylon_actor_def HUB_DEF = {
-    .name = "sync-hub", .behaviour = behaviour, .on_stop = on_stop};
+    .name = "sync-hub", .behaviour = behaviour, .on_batch_end = on_batch_end, .on_stop = on_stop};
 
 pylon_hub *pylon_hub_start(pylon_runtime *rt, const pylon_manifest *m,
                            const pylon_policy_set *policies, pylon_auth *auth)

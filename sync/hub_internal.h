@@ -15,6 +15,7 @@ typedef struct session {
     uint64_t client_id; /* protocol.md §2.2 (c): the connection counter */
     bool sse;
     bool registered; /* hub actor only */
+    size_t slot;     /* hub actor only: its index in pylon_hub.sessions */
     pylon_auth_result who;
 } session;
 
@@ -39,6 +40,10 @@ typedef struct hub_msg {
     char *room_name;
 } hub_msg;
 
+/* A burst of closes (a proxy restart drops every client at once) would otherwise cost one
+ * send per remaining session per close; staged, it is one send per session per batch. */
+#define HUB_DISCONNECTS_MAX 64
+
 struct pylon_hub {
     pylon_actor *actor;
     const pylon_manifest *m;
@@ -46,6 +51,9 @@ struct pylon_hub {
     pylon_auth *auth;
     session **sessions; /* actor only */
     size_t n, cap;
+    /* Disconnect notices of this actor run, sent together (see stage_disconnect). */
+    pylon_buf *disconnects[HUB_DISCONNECTS_MAX];
+    size_t ndisconnects;
     _Atomic uint64_t next_client_id;
     _Atomic uint32_t live_sessions; /* registered, for on_changes to skip work when zero */
     struct room *rooms;             /* actor only (rooms.c) */

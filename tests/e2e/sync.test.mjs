@@ -452,6 +452,37 @@ describe('sync: live fan-out, pull, push, presence (one server)', { timeout: 400
     assert.equal(a1.binary, 0, 'crdt-subscribe is ignored (no snapshot frame)');
   });
 
+  it('7b. a burst of closes: every remaining client gets one notice per closed socket', async () => {
+    // A proxy restart drops many clients at once; the hub sends their notices together (one
+    // send per remaining session per run), and none may be lost or doubled.
+    const N = 40;
+    const burst = await Promise.all(Array.from({ length: N }, () => new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${srv.ports.ws}/`, [`bearer.${tokB}`]);
+      ws.once('open', () => resolve(ws));
+      ws.once('error', reject);
+    })));
+    await sleep(200); // registered with the hub before they close
+    const before = new Map([a1, a2, b].map((c) => [c, c.messages.length]));
+    const notices = (c) => c.messages.slice(before.get(c)).filter((m) => m.type === 'presence' && m.event === 'disconnect');
+    for (const ws of burst) ws.terminate();
+    const sets = [];
+    for (const c of [a1, a2, b]) {
+      await c.waitFor((x) => notices(x).length >= N, 5000, `${N} disconnect notices`);
+      await sleep(100); // and no more than N
+      const ids = notices(c).map((m) => m.clientId);
+      assert.equal(ids.length, N, `${c.name}: one notice per closed socket`);
+      assert.equal(new Set(ids).size, N, `${c.name}: no notice twice`);
+      sets.push(JSON.stringify([...ids].sort((x, y) => x - y)));
+    }
+    assert.ok(sets.every((s) => s === sets[0]), 'every client is told the same clientIds');
+    assert.ok([a1, a2, b].every((c) => c.connected), 'the other sockets stay open');
+    // The hub still delivers changes after the burst.
+    const seqBefore = await headSeq(port);
+    await insertPublic(port, tokA, { title: 'after the burst' });
+    for (const c of [a1, a2, b])
+      await c.waitFor((x) => x.live.some((e) => e.seq > seqBefore), 3000, 'the change after the burst');
+  });
+
   it('8. the main port: /ws and /events behave like the side ports', async () => {
     const m1 = client({ token: tokA, mainPort: true, name: 'A-main' });
     const mb = client({ token: tokB, mainPort: true, name: 'B-main' });
