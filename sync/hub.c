@@ -124,24 +124,28 @@ static bool send_public(pylon_hub *h, const event *evs, size_t n)
     return true;
 }
 
-static void broadcast_ws(pylon_hub *h, pylon_buf *frame)
+/* Frames for every WebSocket session (presence and topic relays, disconnect notices) are staged
+ * and sent together: each remaining session gets them in one send (one lock, one loop task, one
+ * writev) per actor run. A burst of closes (a proxy restart drops every client at once) or of
+ * cursor updates otherwise cost one send per session per frame. Flushed before any message
+ * that could reach a session, so a client sees frames in the order the hub handled them, and
+ * at the end of each run. */
+static void flush_broadcasts(pylon_hub *h)
 {
-    for (size_t i = 0; i < h->n; i++)
-        if (!h->sessions[i]->sse) pylon_stream_send(h->sessions[i]->stream, frame);
-}
-
-/* Each remaining WebSocket session gets the staged notices in one send (one lock, one loop
- * task, one writev). Runs before any message that could reach a session, so a client sees
- * notices and other events in the order the hub handled them, and at the end of each run. */
-static void flush_disconnects(pylon_hub *h)
-{
-    if (!h->ndisconnects) return;
+    if (!h->nstaged) return;
     for (size_t i = 0; i < h->n; i++)
         if (!h->sessions[i]->sse)
-            pylon_stream_send_many(h->sessions[i]->stream, h->disconnects, h->ndisconnects);
-    for (size_t k = 0; k < h->ndisconnects; k++)
-        pylon_buf_release(h->disconnects[k]);
-    h->ndisconnects = 0;
+            pylon_stream_send_many(h->sessions[i]->stream, h->staged, h->nstaged);
+    for (size_t k = 0; k < h->nstaged; k++)
+        pylon_buf_release(h->staged[k]);
+    h->nstaged = 0;
+}
+
+/* Takes the caller's reference to `frame`. */
+static void stage_broadcast(pylon_hub *h, pylon_buf *frame)
+{
+    if (h->nstaged == HUB_STAGED_MAX) flush_broadcasts(h);
+    h->staged[h->nstaged++] = frame;
 }
 
 /* protocol.md §2.2 (c): every remaining WebSocket client is told of the close. */
@@ -152,9 +156,7 @@ static void stage_disconnect(pylon_hub *h, const session *gone)
                        "{\"type\":\"presence\",\"event\":\"disconnect\",\"clientId\":%llu}",
                        (unsigned long long)gone->client_id);
     pylon_buf *f = pylon_ws_frame(1, text, (size_t)len);
-    if (!f) return; /* out of memory: the notice is lost, as a failed send would lose it */
-    if (h->ndisconnects == HUB_DISCONNECTS_MAX) flush_disconnects(h);
-    h->disconnects[h->ndisconnects++] = f;
+    if (f) stage_broadcast(h, f); /* out of memory: lost, as a failed send would lose it */
 }
 
 static void session_free(session *s)
@@ -167,7 +169,7 @@ static void behaviour(pylon_actor *self, pylon_msg *msg)
 {
     pylon_hub *h = pylon_actor_state(self);
     hub_msg *m = (hub_msg *)msg;
-    if (msg->type != MSG_UNREGISTER) flush_disconnects(h);
+    if (msg->type != MSG_UNREGISTER && msg->type != MSG_RELAY) flush_broadcasts(h);
     switch (msg->type) {
     case MSG_REGISTER:
         if (h->n == h->cap) {
@@ -231,8 +233,7 @@ static void behaviour(pylon_actor *self, pylon_msg *msg)
         break;
     }
     case MSG_RELAY:
-        broadcast_ws(h, m->ws_frame);
-        pylon_buf_release(m->ws_frame);
+        stage_broadcast(h, m->ws_frame);
         break;
     case MSG_ROOM:
         pylon_rooms_handle(h, m);
@@ -255,13 +256,13 @@ void pylon_hub_send_to_user(pylon_hub *h, const char *user_id, pylon_buf *ws, py
 
 static void on_batch_end(pylon_actor *self)
 {
-    flush_disconnects(pylon_actor_state(self));
+    flush_broadcasts(pylon_actor_state(self));
 }
 
 static void on_stop(pylon_actor *self)
 {
     pylon_hub *h = pylon_actor_state(self);
-    flush_disconnects(h);
+    flush_broadcasts(h);
     if (h->room_sweep) pylon_timer_cancel(h->room_sweep);
     pylon_rooms_free(h);
     for (size_t i = 0; i < h->n; i++)

@@ -40,9 +40,8 @@ typedef struct hub_msg {
     char *room_name;
 } hub_msg;
 
-/* A burst of closes (a proxy restart drops every client at once) would otherwise cost one
- * send per remaining session per close; staged, it is one send per session per batch. */
-#define HUB_DISCONNECTS_MAX 64
+/* Frames for every WebSocket session staged per actor run (hub.c, flush_broadcasts). */
+#define HUB_STAGED_MAX 64
 
 struct pylon_hub {
     pylon_actor *actor;
@@ -51,9 +50,8 @@ struct pylon_hub {
     pylon_auth *auth;
     session **sessions; /* actor only */
     size_t n, cap;
-    /* Disconnect notices of this actor run, sent together (see stage_disconnect). */
-    pylon_buf *disconnects[HUB_DISCONNECTS_MAX];
-    size_t ndisconnects;
+    pylon_buf *staged[HUB_STAGED_MAX]; /* actor only: relays and disconnect notices to send */
+    size_t nstaged;
     _Atomic uint64_t next_client_id;
     _Atomic uint32_t live_sessions; /* registered, for on_changes to skip work when zero */
     struct room *rooms;             /* actor only (rooms.c) */
