@@ -5,6 +5,7 @@
 #include "engine/log.h"
 
 #include "engine/clock.h"
+#include "engine/hash.h"
 
 #include <stdatomic.h>
 #include <time.h>
@@ -159,6 +160,45 @@ static void stage_disconnect(pylon_hub *h, const session *gone)
     if (f) stage_broadcast(h, f); /* out of memory: lost, as a failed send would lose it */
 }
 
+/* ---- the user index (room events go to the sessions of given users) ---------------------- */
+
+static session **user_bucket(pylon_hub *h, const char *user_id)
+{
+    return &h->by_user[pylon_hash_str(user_id) & (h->cap - 1)];
+}
+
+/* Room for one more session: the list and the index grow together (cap is a power of two). */
+static bool grow_sessions(pylon_hub *h)
+{
+    size_t cap = h->cap ? h->cap * 2 : 64;
+    session **list = realloc(h->sessions, cap * sizeof *list);
+    if (!list) return false;
+    h->sessions = list;
+    session **buckets = calloc(cap, sizeof *buckets);
+    if (!buckets) return false; /* the list keeps its larger block; cap is unchanged */
+    free(h->by_user);
+    h->by_user = buckets;
+    h->cap = cap;
+    for (size_t i = 0; i < h->n; i++) {
+        session *s = h->sessions[i];
+        if (!s->who.id.user_id) continue;
+        session **b = user_bucket(h, s->who.id.user_id);
+        s->same_bucket = *b;
+        *b = s;
+    }
+    return true;
+}
+
+static void unindex_user(pylon_hub *h, session *s)
+{
+    if (!s->who.id.user_id) return;
+    for (session **p = user_bucket(h, s->who.id.user_id); *p; p = &(*p)->same_bucket)
+        if (*p == s) {
+            *p = s->same_bucket;
+            return;
+        }
+}
+
 static void session_free(session *s)
 {
     pylon_stream_release(s->stream);
@@ -172,24 +212,24 @@ static void behaviour(pylon_actor *self, pylon_msg *msg)
     if (msg->type != MSG_UNREGISTER && msg->type != MSG_RELAY) flush_broadcasts(h);
     switch (msg->type) {
     case MSG_REGISTER:
-        if (h->n == h->cap) {
-            size_t cap = h->cap ? h->cap * 2 : 64;
-            session **ns = realloc(h->sessions, cap * sizeof *ns);
-            if (!ns) {
-                pylon_stream_close(m->s->stream, 1013, "server out of memory: reconnect later");
-                break;
-            }
-            h->sessions = ns;
-            h->cap = cap;
+        if (h->n == h->cap && !grow_sessions(h)) {
+            pylon_stream_close(m->s->stream, 1013, "server out of memory: reconnect later");
+            break;
         }
         m->s->registered = true;
         m->s->slot = h->n;
         h->sessions[h->n++] = m->s;
+        if (m->s->who.id.user_id) {
+            session **b = user_bucket(h, m->s->who.id.user_id);
+            m->s->same_bucket = *b;
+            *b = m->s;
+        }
         atomic_fetch_add_explicit(&h->live_sessions, 1, memory_order_relaxed);
         break;
     case MSG_UNREGISTER: {
         session *s = m->s;
         if (s->registered) { /* swap the last session into its slot */
+            unindex_user(h, s);
             session *last = h->sessions[--h->n];
             h->sessions[s->slot] = last;
             last->slot = s->slot;
@@ -247,11 +287,10 @@ static void behaviour(pylon_actor *self, pylon_msg *msg)
 
 void pylon_hub_send_to_user(pylon_hub *h, const char *user_id, pylon_buf *ws, pylon_buf *sse)
 {
-    for (size_t i = 0; i < h->n; i++) {
-        session *s = h->sessions[i];
-        if (s->who.id.user_id && strcmp(s->who.id.user_id, user_id) == 0)
+    if (!h->cap) return;
+    for (session *s = *user_bucket(h, user_id); s; s = s->same_bucket)
+        if (strcmp(s->who.id.user_id, user_id) == 0)
             pylon_stream_send(s->stream, s->sse ? sse : ws);
-    }
 }
 
 static void on_batch_end(pylon_actor *self)
@@ -268,6 +307,7 @@ static void on_stop(pylon_actor *self)
     for (size_t i = 0; i < h->n; i++)
         session_free(h->sessions[i]);
     free(h->sessions);
+    free(h->by_user);
     free(h);
 }
 
@@ -275,18 +315,22 @@ static const pylon_actor_def HUB_DEF = {
     .name = "sync-hub", .behaviour = behaviour, .on_batch_end = on_batch_end, .on_stop = on_stop};
 
 pylon_hub *pylon_hub_start(pylon_runtime *rt, const pylon_manifest *m,
-                           const pylon_policy_set *policies, pylon_auth *auth)
+                           const pylon_policy_set *policies, pylon_auth *auth,
+                           unsigned room_idle_secs)
 {
     pylon_hub *h = calloc(1, sizeof *h);
     if (!h) return NULL;
     h->m = m;
     h->policies = policies;
     h->auth = auth;
+    h->room_idle_s = room_idle_secs ? room_idle_secs : 120;
     h->actor = pylon_actor_spawn(rt, &HUB_DEF, h);
-    /* Idle room members are swept every 10 s. */
+    /* Idle room members are swept every quarter of the idle time, at most every 10 s: a member
+     * leaves at most 25 % after its time is up. */
+    uint64_t every_ms = h->room_idle_s >= 40 ? 10000 : h->room_idle_s * 250u;
     h->room_sweep =
-        pylon_timer_start(h->actor, MSG_ROOM_SWEEP, pylon_clock_now_ns() + 10 * PYLON_NS_PER_SEC,
-                          10 * PYLON_NS_PER_SEC, 0, 0);
+        pylon_timer_start(h->actor, MSG_ROOM_SWEEP, pylon_clock_now_ns() + every_ms * 1000000u,
+                          every_ms * 1000000u, 0, 0);
     return h;
 }
 

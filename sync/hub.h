@@ -22,8 +22,11 @@
 
 typedef struct pylon_hub pylon_hub;
 
+/* `room_idle_secs`: a room member neither joining nor sending presence for that long is
+ * removed, with a leave event (PYLON_ROOM_IDLE_SECS). */
 pylon_hub *pylon_hub_start(pylon_runtime *rt, const pylon_manifest *m,
-                           const pylon_policy_set *policies, pylon_auth *auth);
+                           const pylon_policy_set *policies, pylon_auth *auth,
+                           unsigned room_idle_secs);
 void pylon_hub_stop(pylon_hub *h);
 
 /* The persistence actor's change listener (pylon_change_listener): called after each commit. */

@@ -14,8 +14,9 @@ typedef struct session {
     pylon_hub *hub;
     uint64_t client_id; /* protocol.md §2.2 (c): the connection counter */
     bool sse;
-    bool registered; /* hub actor only */
-    size_t slot;     /* hub actor only: its index in pylon_hub.sessions */
+    bool registered;             /* hub actor only */
+    size_t slot;                 /* hub actor only: its index in pylon_hub.sessions */
+    struct session *same_bucket; /* hub actor only: next in its pylon_hub.by_user chain */
     pylon_auth_result who;
 } session;
 
@@ -50,6 +51,9 @@ struct pylon_hub {
     pylon_auth *auth;
     session **sessions; /* actor only */
     size_t n, cap;
+    /* actor only: the sessions that have a user id, in `cap` hash buckets (chained through
+     * same_bucket), so a room event reaches its members' sessions without a pass over all. */
+    session **by_user;
     pylon_buf *staged[HUB_STAGED_MAX]; /* actor only: relays and disconnect notices to send */
     size_t nstaged;
     _Atomic uint64_t next_client_id;
@@ -57,6 +61,7 @@ struct pylon_hub {
     struct room *rooms;             /* actor only (rooms.c) */
     size_t nrooms;
     pylon_timer *room_sweep;
+    unsigned room_idle_s; /* PYLON_ROOM_IDLE_SECS */
 };
 
 struct room;

@@ -12,7 +12,6 @@
 #include <time.h>
 
 #define MAX_ROOMS 10000
-#define IDLE_S    120
 
 enum { OP_JOIN, OP_LEAVE, OP_PRESENCE, OP_BROADCAST, OP_LIST, OP_GET };
 
@@ -98,7 +97,7 @@ void pylon_rooms_sweep(pylon_hub *h, uint64_t now)
     for (size_t i = h->nrooms; i-- > 0;) {
         struct room *r = &h->rooms[i];
         for (size_t k = r->n; k-- > 0;) {
-            if ((int64_t)now - r->members[k].last_active < IDLE_S) continue;
+            if ((int64_t)now - r->members[k].last_active < (int64_t)h->room_idle_s) continue;
             bool last = r->n == 1;
             remove_member(h, r, &r->members[k]);
             if (last) break; /* the room itself is gone */

@@ -96,6 +96,8 @@ describe('bad values name the variable and the expected form', { timeout: 30000 
     await expectRefusal(['serve'], env({ PYLON_COOKIE_SAMESITE: 'loose' }), 'PYLON_COOKIE_SAMESITE', '"loose"', 'strict');
     await expectRefusal(['serve'], env({ PYLON_COOKIE_SECURE: 'maybe' }), 'PYLON_COOKIE_SECURE', '"maybe"');
     await expectRefusal(['serve'], env({ PYLON_WS_URL: 'http://example.com' }), 'PYLON_WS_URL', 'wss://');
+    await expectRefusal(['serve'], env({ PYLON_ROOM_IDLE_SECS: '0' }), 'PYLON_ROOM_IDLE_SECS');
+    await expectRefusal(['serve'], env({ PYLON_ROOM_IDLE_SECS: 'soon' }), 'PYLON_ROOM_IDLE_SECS', 'expected a whole number');
   });
 
   it('an invalid manifest stops the start with the exact place and cause', async () => {

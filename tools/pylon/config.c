@@ -119,6 +119,8 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->shard_checkpoint_secs = (unsigned)v;
     if (!pylon_env_int("PYLON_CHANGELOG_RETAIN", 100000, 1, 1000000000, &v, &e)) goto bad;
     cfg->changelog_retain = v;
+    if (!pylon_env_int("PYLON_ROOM_IDLE_SECS", 120, 1, 86400, &v, &e)) goto bad;
+    cfg->room_idle_secs = (unsigned)v;
     if (!pylon_env_int("PYLON_IO_THREADS", 1, 1, 64, &v, &e)) goto bad;
     cfg->io_threads = (unsigned)v;
     /* The original's quirk kept on purpose: the generous limit applies in dev. */
@@ -337,6 +339,7 @@ void pylon_config_print(const pylon_config *cfg, FILE *out)
     fprintf(out, "PYLON_READ_POOL    = %u\n", cfg->read_pool);
     fprintf(out, "PYLON_SQLITE_MMAP_MB = %u\n", cfg->sqlite_mmap_mb);
     fprintf(out, "PYLON_DRAIN_SECS   = %u\n", cfg->drain_secs);
+    fprintf(out, "PYLON_ROOM_IDLE_SECS = %u\n", cfg->room_idle_secs);
     fprintf(out, "PYLON_IO_THREADS   = %u\n", cfg->io_threads);
     fprintf(out, "PYLON_RATE_LIMIT   = %u per %u s per IP\n", cfg->rate_max, cfg->rate_window_s);
     fprintf(out, "PYLON_WS_MAX_FRAME = %llu bytes\n", (unsigned long long)cfg->ws_max_frame);

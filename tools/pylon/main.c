@@ -230,7 +230,7 @@ static int serve(const pylon_config *cfg)
         pylon_log_error("pylon", "%s", err);
         goto out;
     }
-    if (!(hub = pylon_hub_start(rt, manifest, policies, auth))) {
+    if (!(hub = pylon_hub_start(rt, manifest, policies, auth, cfg->room_idle_secs))) {
         pylon_log_error("pylon", "cannot start the sync hub (out of memory)");
         goto out;
     }
