@@ -729,6 +729,67 @@ describe('read-your-writes while readers reuse snapshots', { timeout: 60000 }, (
   });
 });
 
+describe('POST /api/aggregate and the graph query POST /api/query', { timeout: 10000 }, () => {
+  const OWNER = 'aggregate-owner';
+  let project;
+  before(async () => {
+    const p = await call('POST', '/api/entities/Project', { name: 'Agg project' });
+    assert.equal(p.status, 201, p.body);
+    project = p.json.id;
+    for (const [i, done] of [[1, false], [2, true], [3, false]])
+      await insertTodo({ title: `agg ${i}`, done, priority: i, ownerId: OWNER, createdAt: `2024-0${i}-01T10:00:00Z`, projectId: project });
+  });
+
+  it('count, sum, avg, min, max, countDistinct over the rows a where selects', async () => {
+    const r = await call('POST', '/api/aggregate/Todo', { count: '*', sum: ['priority'], avg: ['priority'], min: ['priority'], max: ['priority'], countDistinct: ['done'], where: { ownerId: OWNER } });
+    assert.equal(r.status, 200, r.body);
+    assert.deepEqual(r.json, { rows: [{ count: 3, sum_priority: 6, avg_priority: 2, min_priority: 1, max_priority: 3, count_distinct_done: 2 }] });
+  });
+
+  it('groupBy a field (booleans as true/false) and by a date bucket', async () => {
+    const byDone = await call('POST', '/api/aggregate/Todo', { count: '*', groupBy: ['done'], where: { ownerId: OWNER } });
+    assert.equal(byDone.status, 200, byDone.body);
+    assert.deepEqual(byDone.json.rows, [{ done: false, count: 2 }, { done: true, count: 1 }]);
+    const byMonth = await call('POST', '/api/aggregate/Todo', { count: '*', groupBy: [{ field: 'createdAt', bucket: 'month' }], where: { ownerId: OWNER } });
+    assert.deepEqual(byMonth.json.rows, [{ createdAt_month: '2024-01', count: 1 }, { createdAt_month: '2024-02', count: 1 }, { createdAt_month: '2024-03', count: 1 }]);
+  });
+
+  it('refusals: nothing asked (400), an unknown field (400), a row-dependent read policy (403), an unknown entity (404)', async () => {
+    const none = await call('POST', '/api/aggregate/Todo', { where: { ownerId: OWNER } });
+    assert.equal(none.status, 400);
+    assert.equal(none.json.error.code, 'INVALID_QUERY');
+    const bad = await call('POST', '/api/aggregate/Todo', { count: 'nope' });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.code, 'INVALID_COLUMN');
+    assert.match(bad.json.error.message, /"nope"/);
+    const note = await call('POST', '/api/aggregate/Note', { count: '*' });
+    assert.equal(note.status, 403, 'a total over rows the caller may not read would leak them');
+    assert.equal(note.json.error.code, 'POLICY_DENIED');
+    const asAdmin = await admin('POST', '/api/aggregate/Note', { count: '*' });
+    assert.equal(asAdmin.status, 200, 'the admin bypasses policies');
+    const unknown = await call('POST', '/api/aggregate/Nope', { count: '*' });
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.json.error.code, 'ENTITY_NOT_FOUND');
+  });
+
+  it('the graph query includes the related row and applies the limit; refuses a non-object body', async () => {
+    const r = await call('POST', '/api/query', { Todo: { where: { ownerId: OWNER }, include: { project: {} }, limit: 2 } });
+    assert.equal(r.status, 200, r.body);
+    assert.deepEqual(Object.keys(r.json), ['Todo']);
+    assert.equal(r.json.Todo.length, 2);
+    for (const row of r.json.Todo) {
+      assert.equal(row.ownerId, OWNER);
+      assert.deepEqual(row.project, { id: project, name: 'Agg project' });
+    }
+    const bad = await call('POST', '/api/query', [1]);
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.code, 'INVALID_QUERY');
+    const unknown = await call('POST', '/api/query', { Nope: {} });
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.json.error.code, 'ENTITY_NOT_FOUND');
+  });
+});
+
 describe('links', { timeout: 10000 }, () => {
   it('/api/link sets the relation field, /api/unlink clears it', async () => {
     const p = await call('POST', '/api/entities/Project', { name: 'Linked' });
