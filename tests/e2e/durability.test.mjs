@@ -195,6 +195,60 @@ describe('durability', { timeout: 55000 }, () => {
     assert.equal(walSize(env.PYLON_DB_PATH), 0);
   });
 
+  // The schema is applied additively at every start: an entity, a field or an index the
+  // manifest gains is created; one it loses is not dropped, so its data comes back with it.
+  it('a changed manifest across restarts: additions applied, removals drop nothing', async () => {
+    const dir = dataDir();
+    const base = { manifest_version: 1, name: 'evolve', version: '1', routes: [], queries: [], actions: [], policies: [] };
+    const field = (name, type, extra = {}) => ({ name, type, optional: false, unique: false, ...extra });
+    const v1 = { ...base, entities: [{ name: 'Item', fields: [field('name', 'string')], indexes: [] }] };
+    const v2 = {
+      ...base,
+      entities: [
+        { name: 'Item', fields: [field('name', 'string'), field('qty', 'int', { optional: true }), field('sku', 'string', { optional: true, unique: true })], indexes: [{ name: 'by_qty', fields: ['qty'], unique: false }] },
+        { name: 'Tag', fields: [field('label', 'string')], indexes: [] },
+      ],
+    };
+    const v3 = v1; // qty, sku, the index and Tag are gone from the manifest
+    const files = {};
+    for (const [k, m] of Object.entries({ v1, v2, v3 })) {
+      files[k] = path.join(dir, `${k}.json`);
+      fs.writeFileSync(files[k], JSON.stringify(m));
+    }
+    const env = (k) => ({ ...envFor(dir), PYLON_MANIFEST: files[k] });
+    const ok = async (srv, method, p, body, status) => {
+      const res = await request(srv.port, json(method, p, body, ADMIN_TOKEN));
+      assert.equal(res.status, status, `${method} ${p}: ${res.body}`);
+      return res.json;
+    };
+
+    let srv = await start(env('v1'));
+    const a = (await ok(srv, 'POST', '/api/entities/Item', { name: 'a' }, 201)).id;
+    assert.equal((await request(srv.port, json('POST', '/api/entities/Item', { name: 'x', qty: 1 }))).status, 400, 'v1 has no qty');
+    assert.equal(await srv.stop(15000), 0);
+
+    srv = await start(env('v2'));
+    assert.deepEqual(await ok(srv, 'GET', `/api/entities/Item/${a}`, undefined, 200), { id: a, name: 'a', qty: null, sku: null }, 'the old row has the new columns, empty');
+    const b = (await ok(srv, 'POST', '/api/entities/Item', { name: 'b', qty: 5, sku: 'S-1' }, 201)).id;
+    const dup = await request(srv.port, json('POST', '/api/entities/Item', { name: 'c', sku: 'S-1' }));
+    assert.equal(dup.status, 409, `the new unique field is enforced: ${dup.body}`);
+    const t = (await ok(srv, 'POST', '/api/entities/Tag', { label: 'red' }, 201)).id;
+    assert.equal(await srv.stop(15000), 0);
+
+    srv = await start(env('v3'));
+    // The columns stay, and a read emits every column of the row, as the original's SELECT *.
+    assert.deepEqual(await ok(srv, 'GET', `/api/entities/Item/${b}`, undefined, 200), { id: b, name: 'b', qty: 5, sku: 'S-1' }, 'nothing dropped');
+    assert.equal((await request(srv.port, json('GET', '/api/entities/Tag', undefined, ADMIN_TOKEN))).status, 404, 'Tag is not in v3');
+    await ok(srv, 'POST', '/api/entities/Item', { name: 'd' }, 201);
+    assert.equal(await srv.stop(15000), 0);
+
+    srv = await start(env('v2'));
+    assert.deepEqual(await ok(srv, 'GET', `/api/entities/Item/${b}`, undefined, 200), { id: b, name: 'b', qty: 5, sku: 'S-1' }, 'the removed fields kept their data');
+    assert.deepEqual(await ok(srv, 'GET', `/api/entities/Tag/${t}`, undefined, 200), { id: t, label: 'red' }, 'the removed entity kept its rows');
+    assert.equal((await request(srv.port, json('POST', '/api/entities/Item', { name: 'e', sku: 'S-1' }))).status, 409, 'and its unique index');
+    assert.equal(await srv.stop(15000), 0);
+  });
+
   // PYLON_SQLITE_MMAP_MB (default 256): pages of the database file are read through mmap
   // (after a restart the rows sit in the file, not in the WAL, so a get touches the file).
   it('reads map the database file by default; PYLON_SQLITE_MMAP_MB=0 reads without mmap', async () => {
