@@ -649,3 +649,30 @@ describe('shards: DELETE under a live subscriber (own server)', { timeout: 20000
     assert.equal(code, 1013);
   });
 });
+
+describe('shards: an oversized input frame (own server, PYLON_WS_MAX_FRAME=4096)', { timeout: 20000 }, () => {
+  before(async () => {
+    srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN, PYLON_WS_MAX_FRAME: 4096 } });
+    servers.push(srv);
+  });
+
+  it('10. closes only its sender with 1009; the shard and its other subscribers go on', async () => {
+    await createShard({ id: 'big' });
+    const u1 = await guest();
+    const u2 = await guest();
+    const sender = await subscriber('big', u1);
+    const other = await subscriber('big', u2);
+    // Just under the bound: an input like any other (acknowledged).
+    sender.send(JSON.stringify({ input: { dx: 1, dy: 0, pad: 'x'.repeat(3900) }, client_seq: 1 }));
+    await sender.nextFrame((f) => f.json.you?.ack === 1, 3000, 'ack 1 for a 3.9 KB input');
+    sender.send(JSON.stringify({ input: { dx: 1, dy: 0, pad: 'x'.repeat(5000) }, client_seq: 2 }));
+    const info = await sender.closed(3000);
+    assert.equal(info.code, 1009, `close ${JSON.stringify(info)}`);
+    const fs = await framesDuring(other, 500);
+    assert.ok(fs.length >= 4, `the other subscriber keeps getting frames: ${fs.length} in 0.5 s`);
+    assertConsecutive(other.frames, 'the other subscriber');
+    assert.equal(other.closeInfo, null);
+    const st = await status('big');
+    assert.equal(st.subscribers, 1, `the closed sender left the shard: ${JSON.stringify(st)}`);
+  });
+});
