@@ -11,6 +11,9 @@ import { PYLON_BIN, freePortBlock, runPylon, startPylon } from './lib/server.mjs
 const ADMIN = 'c0ffee'.repeat(10) + 'c0ff';
 const PLUGIN = process.env.PYLON_COUNTER_PLUGIN ||
   path.resolve(path.dirname(PYLON_BIN), '..', 'examples', 'libpylon_counter.so');
+// Built by tests/CMakeLists.txt from tests/plugins/bad_plugins.c.
+const WRONG_ABI = process.env.PYLON_WRONG_ABI_PLUGIN || path.resolve(path.dirname(PYLON_BIN), '..', 'tests', 'libpylon_wrong_abi.so');
+const INCOMPLETE = process.env.PYLON_INCOMPLETE_PLUGIN || path.resolve(path.dirname(PYLON_BIN), '..', 'tests', 'libpylon_incomplete.so');
 const auth = { authorization: `Bearer ${ADMIN}` };
 
 async function status(port, id) {
@@ -38,6 +41,13 @@ describe('shard plugins', { timeout: 30000 }, () => {
     const twice = await runPylon(['dev'], { env: { PYLON_PORT: port, PYLON_SHARD_PLUGINS: `${PLUGIN},${PLUGIN}` } });
     assert.equal(twice.code, 1);
     assert.match(twice.stderr, /kind "counter" is already loaded/);
+    const abi = await runPylon(['dev'], { env: { PYLON_PORT: port, PYLON_SHARD_PLUGINS: WRONG_ABI } });
+    assert.equal(abi.code, 1, abi.stderr);
+    assert.match(abi.stderr, /was built for SimState ABI version 2; this server speaks version 1: rebuild it/);
+    const incomplete = await runPylon(['dev'], { env: { PYLON_PORT: port, PYLON_SHARD_PLUGINS: `${PLUGIN},${INCOMPLETE}` } });
+    assert.equal(incomplete.code, 1, incomplete.stderr);
+    assert.match(incomplete.stderr, /libpylon_incomplete\.so leaves kind, init, apply_input, tick, snapshot_for or destroy unset/);
+    for (const r of [abi, incomplete]) assert.equal(r.stderr.trim().split('\n').filter((l) => l.includes('PYLON_SHARD_PLUGINS')).length, 1, r.stderr);
   });
 
   it('the example plugin loads and runs event-driven until it finishes', async () => {
