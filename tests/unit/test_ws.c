@@ -24,12 +24,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static pylon_http_server *srv;
 static pylon_router *router;
 static pylon_guard *guard;
 static int base_port;
+/* Liveness settings of the servers start_server makes (the ws_liveness test shortens them). */
+static unsigned opt_ping_s = 30, opt_dead_s = 75;
 
 /* ---- a sender thread: sends from outside the loop (the outbox path) ---------------------- */
 
@@ -238,8 +241,8 @@ static pylon_http_server *start_server(unsigned io_threads, pylon_router *r, pyl
             .max_stream_conns_per_ip = 64,
             .ws_max_frame = 1 << 16,
             .stream_max_backlog = 1 << 20,
-            .ws_ping_s = 30,
-            .ws_dead_s = 75,
+            .ws_ping_s = opt_ping_s,
+            .ws_dead_s = opt_dead_s,
             .sse_keepalive_s = 30,
             .router = r,
             .guard = g,
@@ -750,4 +753,54 @@ Test(io_loops, accepted_connections_are_dealt_round_robin, .timeout = 30)
     pylon_http_server_destroy(s);
     pylon_router_free(r);
     pylon_guard_free(g);
+}
+
+/* Liveness (DECISIONS.md §2): the server pings a WebSocket that has been silent for ws_ping_s and
+ * drops one silent for ws_dead_s. Here 1 s and 3 s: a client that answers the pings stays (and
+ * still gets its echoes), one that never sends anything is closed after about 3 s. */
+Test(ws_liveness, silent_peer_is_dropped_one_answering_pings_stays, .timeout = 30)
+{
+    opt_ping_s = 1;
+    opt_dead_s = 3;
+    start();
+    char head[2048];
+    int quiet = ws_connect("", head, sizeof head);
+    cr_assert(strstr(head, " 101 "), "%s", head);
+    int live = ws_connect("", head, sizeof head);
+    cr_assert(strstr(head, " 101 "), "%s", head);
+    uint8_t buf[256];
+    size_t len;
+    int pings = 0;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do { /* 5 s: answer every ping with a pong carrying its payload */
+        struct pollfd pf = {.fd = live, .events = POLLIN};
+        if (poll(&pf, 1, 200) == 1) {
+            int op = read_frame(live, buf, sizeof buf, &len);
+            cr_assert_eq(op, 0x9, "only pings arrive on an idle socket (opcode %d)", op);
+            pings++;
+            send_frame(live, 1, 0xA, buf, len, true);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while (t.tv_sec - t0.tv_sec < 5);
+    cr_assert_geq(pings, 2, "the answering client was pinged (%d pings in 5 s)", pings);
+
+    int quiet_pings = 0, op;
+    while ((op = read_frame(quiet, buf, sizeof buf, &len)) == 0x9)
+        quiet_pings++;
+    cr_assert_eq(op, -1, "the silent client gets pings, then the end (opcode %d)", op);
+    cr_assert_geq(quiet_pings, 1, "the silent client was pinged before it was dropped");
+    cr_assert_eq(recv(quiet, buf, 1, MSG_DONTWAIT), 0, "the server closed the silent client");
+
+    send_frame(live, 1, 1, "still here", 10, true); /* the answering one is still served */
+    while ((op = read_frame(live, buf, sizeof buf, &len)) == 0x9)
+        send_frame(live, 1, 0xA, buf, len, true);
+    cr_assert_eq(op, 1);
+    cr_assert_eq(len, 10);
+    cr_assert_eq(memcmp(buf, "still here", 10), 0);
+    close(quiet);
+    close(live);
+    stop();
+    opt_ping_s = 30;
+    opt_dead_s = 75;
 }
