@@ -59,7 +59,8 @@ struct pylon_hub {
     _Atomic uint64_t next_client_id;
     _Atomic uint32_t live_sessions; /* registered, for on_changes to skip work when zero */
     struct room *rooms;             /* actor only (rooms.c) */
-    size_t nrooms;
+    size_t nrooms, rooms_cap;
+    uint16_t *room_buckets; /* actor only (rooms.c): rooms by name */
     pylon_timer *room_sweep;
     unsigned room_idle_s; /* PYLON_ROOM_IDLE_SECS */
 };

@@ -4,14 +4,20 @@
 
 #include "actors/json_load.h"
 #include "actors/reply.h"
+#include "engine/hash.h"
 #include "sync/hub_internal.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define MAX_ROOMS 10000
+/* Rooms are found by name through ROOM_BUCKETS chains of array positions (+1, 0 ends a chain):
+ * at MAX_ROOMS rooms a lookup no longer compares the name with every room's. */
+#define ROOM_BUCKETS 16384u
+_Static_assert(MAX_ROOMS < UINT16_MAX, "room positions are kept as uint16_t");
 
 enum { OP_JOIN, OP_LEAVE, OP_PRESENCE, OP_BROADCAST, OP_LIST, OP_GET };
 
@@ -25,13 +31,50 @@ struct room {
     char *name;
     member *members;
     size_t n, cap;
+    uint16_t next; /* the next room in its bucket's chain: position + 1, 0 = none */
 };
+
+static uint16_t *bucket_of(pylon_hub *h, const char *name)
+{
+    return &h->room_buckets[pylon_hash_str(name) & (ROOM_BUCKETS - 1)];
+}
 
 static struct room *find_room(pylon_hub *h, const char *name)
 {
-    for (size_t i = 0; i < h->nrooms; i++)
-        if (strcmp(h->rooms[i].name, name) == 0) return &h->rooms[i];
+    if (!h->room_buckets) return NULL;
+    for (uint16_t i = *bucket_of(h, name); i; i = h->rooms[i - 1].next)
+        if (strcmp(h->rooms[i - 1].name, name) == 0) return &h->rooms[i - 1];
     return NULL;
+}
+
+/* The link in `name`'s chain that holds position `pos` (+1). */
+static uint16_t *link_to(pylon_hub *h, const char *name, size_t pos)
+{
+    uint16_t *link = bucket_of(h, name);
+    while (*link != pos + 1)
+        link = &h->rooms[*link - 1].next;
+    return link;
+}
+
+/* A new, empty room at the end of the array; NULL when out of memory. */
+static struct room *add_room(pylon_hub *h, const char *name)
+{
+    if (!h->room_buckets && !(h->room_buckets = calloc(ROOM_BUCKETS, sizeof *h->room_buckets)))
+        return NULL;
+    if (h->nrooms == h->rooms_cap) {
+        size_t cap = h->rooms_cap ? h->rooms_cap * 2 : 16;
+        struct room *nr = realloc(h->rooms, cap * sizeof *nr);
+        if (!nr) return NULL;
+        h->rooms = nr;
+        h->rooms_cap = cap;
+    }
+    char *copy = strdup(name);
+    if (!copy) return NULL;
+    uint16_t *head = bucket_of(h, name);
+    struct room *r = &h->rooms[h->nrooms];
+    *r = (struct room){.name = copy, .next = *head};
+    *head = (uint16_t)(++h->nrooms);
+    return r;
 }
 
 static member *find_member(struct room *r, const char *user)
@@ -73,12 +116,20 @@ static void member_free(member *m)
     json_decref(m->data);
 }
 
+/* The last room moves into the emptied position; its chain link is renamed to match. */
 static void drop_room_if_empty(pylon_hub *h, struct room *r)
 {
     if (r->n) return;
+    size_t pos = (size_t)(r - h->rooms), last = h->nrooms - 1;
+    uint16_t *link = link_to(h, r->name, pos);
+    *link = r->next;
     free(r->name);
     free(r->members);
-    *r = h->rooms[--h->nrooms];
+    if (pos != last) {
+        *link_to(h, h->rooms[last].name, last) = (uint16_t)(pos + 1);
+        *r = h->rooms[last];
+    }
+    h->nrooms--;
 }
 
 static void remove_member(pylon_hub *h, struct room *r, member *m)
@@ -114,8 +165,10 @@ void pylon_rooms_free(pylon_hub *h)
         free(h->rooms[i].name);
     }
     free(h->rooms);
+    free(h->room_buckets);
     h->rooms = NULL;
-    h->nrooms = 0;
+    h->room_buckets = NULL;
+    h->nrooms = h->rooms_cap = 0;
 }
 
 void pylon_rooms_handle(pylon_hub *h, hub_msg *m)
@@ -135,14 +188,10 @@ void pylon_rooms_handle(pylon_hub *h, hub_msg *m)
                                          "There are 10000 rooms already", "leave unused rooms");
                 break;
             }
-            struct room *nr = realloc(h->rooms, (h->nrooms + 1) * sizeof *nr);
-            if (!nr) {
+            if (!(r = add_room(h, name))) {
                 pylon_http_respond_error(m->ex, 503, "OVERLOADED", "Out of memory", NULL);
                 break;
             }
-            h->rooms = nr;
-            r = &h->rooms[h->nrooms++];
-            *r = (struct room){.name = strdup(name)};
         }
         json_t *peers = json_array();
         for (size_t i = 0; i < r->n; i++)

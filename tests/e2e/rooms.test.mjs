@@ -215,6 +215,56 @@ describe('rooms: the HTTP API and its events', { timeout: 60000 }, () => {
     for (const o of many) o.ws.terminate();
   });
 
+  it('many rooms, 40 of them in one hash bucket: created, emptied and recreated in any order, each stays findable', async () => {
+    // The hub finds a room through 16 384 chained buckets of FNV-1a(name); names sharing a
+    // bucket exercise the chain (and its relinking when the last room moves into a hole).
+    const fnv = (str) => {
+      let h = 0x811c9dc5;
+      for (const b of Buffer.from(str)) h = Math.imul(h ^ b, 16777619) >>> 0;
+      return h & 16383;
+    };
+    const target = fnv('chain-0');
+    const chained = [];
+    for (let i = 0; chained.length < 40; i++) if (fnv(`chain-${i}`) === target) chained.push(`chain-${i}`);
+    const names = [...chained, ...Array.from({ length: 60 }, (_, i) => `plain-${i}`)];
+    let seed = 7;
+    const shuffle = (a) => a.map((x) => [x, (seed = (seed * 1103515245 + 12345) % 2147483648)]).sort((p, q) => p[1] - q[1]).map((p) => p[0]);
+    const members = new Map(); // what the server must hold: room → users
+    const act = async (op, user, name) => {
+      const r = await post(port, op, tok[user], { room: name });
+      assert.equal(r.status, 200, r.body);
+      const set = members.get(name) ?? new Set();
+      if (op === 'join') set.add(user);
+      else {
+        assert.equal(r.json.was_present, set.has(user), `${user} leaving ${name}`);
+        set.delete(user);
+      }
+      if (set.size) members.set(name, set);
+      else members.delete(name);
+    };
+    const check = async () => {
+      const list = (await httpJson(port, 'GET', '/api/rooms', { token: tok.carol })).json.filter((r) => names.includes(r.name));
+      assert.deepEqual(list.map((r) => `${r.name}:${r.members}`).sort(), [...members].map(([n, u]) => `${n}:${u.size}`).sort());
+      for (const name of names) {
+        const g = await httpJson(port, 'GET', `/api/rooms/${encodeURIComponent(name)}`, { token: tok.carol });
+        assert.deepEqual(g.json.members.map((m) => m.user_id).sort(), [...(members.get(name) ?? [])].sort(), name);
+      }
+    };
+    for (const name of shuffle(names)) await act('join', 'carol', name);
+    for (const name of shuffle(names).slice(0, 50)) await act('join', 'bob', name);
+    await check();
+    for (const name of shuffle(names).slice(0, 70)) await act('leave', 'carol', name); // rooms she was alone in go
+    await check();
+    for (const name of shuffle(names).slice(0, 30)) await act('join', 'carol', name); // some come back
+    await check();
+    for (const name of shuffle(names)) {
+      await act('leave', 'carol', name);
+      await act('leave', 'bob', name);
+    }
+    await check();
+    assert.equal(members.size, 0);
+  });
+
   it('/api/crdt* answers 501 NOT_SUPPORTED', async () => {
     for (const [method, p] of [['GET', '/api/crdt'], ['POST', '/api/crdt/Todo/x'], ['DELETE', '/api/crdt/a/b']]) {
       const r = await httpJson(port, method, p, { token: tok.alice, body: method === 'POST' ? {} : undefined });
