@@ -10,7 +10,7 @@ pylon_buf *pylon_buf_new(size_t len)
     pylon_buf *b = malloc(sizeof *b + len);
     if (!b) return NULL;
     atomic_init(&b->refs, 1);
-    b->reserved_ = 0;
+    b->flags = 0;
     b->len = len;
     b->data = b->inline_;
     b->free_fn = NULL;
@@ -30,7 +30,7 @@ pylon_buf *pylon_buf_wrap(void *data, size_t len, pylon_buf_free_fn free_fn, voi
     pylon_buf *b = malloc(sizeof *b);
     if (!b) return NULL;
     atomic_init(&b->refs, 1);
-    b->reserved_ = 0;
+    b->flags = 0;
     b->len = len;
     b->data = data;
     b->free_fn = free_fn;

@@ -14,11 +14,16 @@
 #include <stdint.h>
 
 typedef struct pylon_buf pylon_buf;
+
+/* A frame that means something only to a receiver that got the previous frame of its stream
+ * (a pylon.delta snapshot: a diff against the one before). A stream that drops a frame drops
+ * every dependent frame after it too, up to the next independent one (http/stream.h). */
+#define PYLON_BUF_DEPENDENT 1u
 typedef void (*pylon_buf_free_fn)(void *ctx, void *data, size_t len);
 
 struct pylon_buf {
     _Atomic uint32_t refs;
-    uint32_t reserved_;
+    uint32_t flags; /* PYLON_BUF_*: set by the creator before sharing, like the bytes */
     size_t len;
     uint8_t *data;             /* points at inline_[] for pylon_buf_new/copy */
     pylon_buf_free_fn free_fn; /* wrapped buffers only */

@@ -13,7 +13,10 @@
  * so a lagging client skips to the newest snapshot). A SKIP stream's outbox can be bounded too
  * (max_pending): a frame sent while that many still wait for the I/O loop replaces the oldest
  * (counted in pylon_stream_skipped), so a loop that falls behind skips frames instead of
- * queuing them.
+ * queuing them. Frames marked PYLON_BUF_DEPENDENT (deltas) are never delivered after a gap:
+ * once a frame of the stream is dropped, the dependent frames that follow it are dropped and
+ * counted as well, until an independent frame goes out. A sender of deltas therefore watches
+ * pylon_stream_skipped and sends an independent (full) frame when it has moved.
  */
 #ifndef PYLON_HTTP_STREAM_H
 #define PYLON_HTTP_STREAM_H

@@ -51,11 +51,15 @@ struct pylon_stream {
     bool out_posted;   /* out_lock: out_task is queued on the loop */
     bool close_wanted; /* out_lock: pylon_stream_close asked, from another thread */
     bool close_asked;  /* out_lock: sticky; what is sent after a close request is dropped */
+    bool out_cut;      /* out_lock: the outbox dropped a frame (run_outbox passes it on) */
     uint16_t close_code;
     char close_reason[64];
     pylon_loop_task out_task;
     pylon_buf **spare; /* loop thread: the previous batch's array, reused by the next one */
     size_t spare_cap;
+    /* Loop thread: a frame was dropped and no independent frame has gone out since, so
+     * dependent frames (PYLON_BUF_DEPENDENT) are dropped too: the client lacks their base. */
+    bool chain_cut;
 };
 
 struct ws_state {
@@ -201,6 +205,20 @@ void pylon_ws_state_free(ws_state *ws)
 
 /* ---- sending from any thread ------------------------------------------------------------- */
 
+/* Loop thread: while the chain is cut, the dependent frames from bufs[from] on are dropped and
+ * counted as skipped, up to the first independent frame, which mends it. Returns the index of
+ * the first frame kept (n when none is). */
+static size_t drop_cut_chain(pylon_stream *s, pylon_buf **bufs, size_t from, size_t n)
+{
+    if (!s->chain_cut) return from;
+    size_t k = from;
+    while (k < n && (bufs[k]->flags & PYLON_BUF_DEPENDENT))
+        pylon_buf_release(bufs[k++]);
+    if (k < n) s->chain_cut = false;
+    if (k > from) atomic_fetch_add_explicit(&s->skipped, k - from, memory_order_relaxed);
+    return k;
+}
+
 /* Loop thread: writes frames [0, n) in order with one writev, then applies the backlog
  * policy to what the socket did not take. Takes the references. Returns false when a frame
  * was dropped or the stream is gone.
@@ -218,6 +236,10 @@ static bool stream_write_batch(pylon_stream *s, pylon_buf **bufs, size_t n)
             pylon_buf_release(bufs[i]);
         return false;
     }
+    size_t lead = drop_cut_chain(s, bufs, 0, n); /* deltas whose base the client never got */
+    bufs += lead;
+    n -= lead;
+    if (n == 0) return lead == 0;
     ssize_t r = pylon_conn_try_write(c, bufs, n);
     if (r < 0) { /* the connection failed and is closing */
         for (size_t i = 0; i < n; i++)
@@ -229,7 +251,7 @@ static bool stream_write_batch(pylon_stream *s, pylon_buf **bufs, size_t n)
         written -= bufs[i]->len;
         pylon_buf_release(bufs[i++]);
     }
-    if (i == n) return true;
+    if (i == n) return lead == 0;
     /* bufs[i] may be partly out (`written` bytes): its rest must follow, whatever the bound. */
     size_t max = c->io->srv->opt.stream_max_backlog;
     size_t must = written ? 1 : 0, bytes = written ? bufs[i]->len - written : 0;
@@ -246,7 +268,13 @@ static bool stream_write_batch(pylon_stream *s, pylon_buf **bufs, size_t n)
         size_t skipped = first - (i + must);
         for (size_t k = i + must; k < first; k++)
             pylon_buf_release(bufs[k]);
-        if (skipped) atomic_fetch_add_explicit(&s->skipped, skipped, memory_order_relaxed);
+        if (skipped) {
+            atomic_fetch_add_explicit(&s->skipped, skipped, memory_order_relaxed);
+            s->chain_cut = true; /* the kept frames must not start with a delta on a skipped one */
+            size_t kept = drop_cut_chain(s, bufs, first, n);
+            skipped += kept - first;
+            first = kept;
+        }
         if (must) {
             /* the partial frame, then the kept newest ones: contiguous again for one write */
             memmove(bufs + i + 1, bufs + first, (n - first) * sizeof *bufs);
@@ -255,7 +283,7 @@ static bool stream_write_batch(pylon_stream *s, pylon_buf **bufs, size_t n)
             i = first;
         }
         if (i < n && !pylon_conn_write_rest(c, bufs + i, n - i, written)) return false;
-        return skipped == 0;
+        return skipped == 0 && lead == 0;
     }
     /* CLOSE: the frames that fit go out in order, then the 1013 close frame behind them. */
     size_t fit = i + must;
@@ -268,7 +296,7 @@ static bool stream_write_batch(pylon_stream *s, pylon_buf **bufs, size_t n)
     for (size_t k = fit; k < n; k++)
         pylon_buf_release(bufs[k]);
     if (fit > i && !pylon_conn_write_rest(c, bufs + i, fit - i, written)) return false;
-    if (fit == n) return true;
+    if (fit == n) return lead == 0;
     stream_close_now(c, 1013, "send backlog full: reconnect and pull");
     return false;
 }
@@ -296,6 +324,8 @@ static void run_outbox(pylon_loop_task *t, pylon_loop *loop)
     char reason[sizeof s->close_reason];
     memcpy(reason, s->close_reason, sizeof reason);
     s->close_wanted = false;
+    if (s->out_cut) s->chain_cut = true; /* before this batch, which follows the dropped frames */
+    s->out_cut = false;
     pthread_mutex_unlock(&s->out_lock);
     if (n) stream_write_batch(s, batch, n);
     s->spare = batch;
@@ -369,6 +399,7 @@ bool pylon_stream_send_many_owned(pylon_stream *s, pylon_buf *const *frames, siz
         frames += excess - old;
         n -= excess - old;
         all = excess == old;
+        s->out_cut = true;
         atomic_fetch_add_explicit(&s->skipped, excess, memory_order_relaxed);
     }
     memcpy(s->out + s->out_n, frames, n * sizeof *frames);

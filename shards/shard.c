@@ -284,6 +284,8 @@ static pylon_buf *delta_for(pylon_shard *s, subscriber *sub, made *mk, uint64_t 
                          "{\"tick\":%llu,\"base\":%llu,\"delta\":", (unsigned long long)tick,
                          (unsigned long long)sub->last_tick);
                 dm->frame = text ? text_frame(head, text, strlen(text), "}") : NULL;
+                /* a stream that drops a frame drops the deltas after it too (stream.h) */
+                if (dm->frame) dm->frame->flags |= PYLON_BUF_DEPENDENT;
                 free(text);
             }
             json_decref(d);

@@ -38,6 +38,7 @@ static unsigned opt_ping_s = 30, opt_dead_s = 75;
 
 #define BURST      10000 /* ~0.75 MB in all: under the 1 MiB bound even unread */
 #define SKIP_FRAME 16384
+#define CHAIN_KEY  8 /* chained snapshots: every 8th one is independent, the others deltas */
 
 typedef enum { SEND_BURST, SEND_FLOOD, SEND_SKIPPABLE } send_mode;
 
@@ -47,6 +48,7 @@ static struct {
     pthread_t th;
     atomic_bool started;
     atomic_bool stop, got;    /* SEND_SKIPPABLE: stop the snapshots; the client has "last" */
+    bool chain;               /* SEND_SKIPPABLE: frames not a multiple of CHAIN_KEY are deltas */
     _Atomic uint64_t skipped; /* pylon_stream_skipped when the thread ended */
 } snd;
 
@@ -101,6 +103,7 @@ static void *sender_main(void *arg)
                 p[i] = (uint8_t)(seq + i);
             memcpy(p, &seq, sizeof seq);
             pylon_buf *f = pylon_ws_frame(2, p, sizeof p);
+            if (snd.chain && seq % CHAIN_KEY) f->flags |= PYLON_BUF_DEPENDENT;
             pylon_stream_send(s, f);
             pylon_buf_release(f);
             usleep(100);
@@ -120,12 +123,13 @@ static void *sender_main(void *arg)
 }
 
 /* Loop thread (on_message): starts the sender for this stream. */
-static void sender_start(pylon_stream *s, send_mode mode)
+static void sender_start(pylon_stream *s, send_mode mode, bool chain)
 {
     if (atomic_load(&snd.started)) return;
     pylon_stream_retain(s);
     snd.s = s;
     snd.mode = mode;
+    snd.chain = chain;
     atomic_store(&snd.stop, false);
     atomic_store(&snd.got, false);
     if (pthread_create(&snd.th, NULL, sender_main, NULL) == 0)
@@ -148,11 +152,14 @@ static void sender_join(void)
  * the state of an I/O loop that has fallen behind, without timing. */
 #define STALL_FRAMES 50
 
+static bool stall_chain; /* frames after the first are deltas */
+
 static void *stall_main(void *arg)
 {
     pylon_stream *s = arg;
     for (uint32_t k = 0; k < STALL_FRAMES; k++) {
         pylon_buf *f = pylon_ws_frame(2, &k, sizeof k);
+        if (stall_chain && k > 0) f->flags |= PYLON_BUF_DEPENDENT;
         pylon_stream_send(s, f);
         pylon_buf_release(f);
     }
@@ -160,12 +167,34 @@ static void *stall_main(void *arg)
 }
 
 static _Atomic uint64_t stall_skipped; /* pylon_stream_skipped right after the sends */
+static pylon_stream *_Atomic stalled;  /* the stream of the last stall, while it is open */
 
-static void stall(pylon_stream *s)
+static void stall(pylon_stream *s, bool chain)
 {
+    stall_chain = chain;
     pthread_t th;
     if (pthread_create(&th, NULL, stall_main, s) == 0) pthread_join(th, NULL);
     atomic_store(&stall_skipped, pylon_stream_skipped(s));
+    atomic_store(&stalled, s);
+}
+
+/* "more", after a chained stall (loop thread, nothing waiting: written at once): a delta, an
+ * independent frame, a delta; then "done". */
+static void chain_more(pylon_stream *s)
+{
+    pylon_buf *f[3];
+    for (uint32_t j = 0; j < 3; j++) {
+        uint32_t k = STALL_FRAMES + j;
+        f[j] = pylon_ws_frame(2, &k, sizeof k);
+        if (j != 1) f[j]->flags |= PYLON_BUF_DEPENDENT;
+    }
+    pylon_stream_send_many(s, f, 3);
+    for (int j = 0; j < 3; j++)
+        pylon_buf_release(f[j]);
+    atomic_store(&stall_skipped, pylon_stream_skipped(s));
+    pylon_buf *done = pylon_ws_frame(1, "done", 4); /* the count above is stored */
+    pylon_stream_send(s, done);
+    pylon_buf_release(done);
 }
 
 /* Echo: a text message "flood" makes the server send 64 MiB to test the backlog bound. */
@@ -181,11 +210,11 @@ static void echo_msg(void *user, pylon_stream *s, bool binary, const uint8_t *da
         return;
     }
     if (!binary && len == 5 && memcmp(data, "burst", 5) == 0) {
-        sender_start(s, SEND_BURST);
+        sender_start(s, SEND_BURST, false);
         return;
     }
     if (!binary && len == 6 && memcmp(data, "tflood", 6) == 0) {
-        sender_start(s, SEND_FLOOD);
+        sender_start(s, SEND_FLOOD, false);
         return;
     }
     if (!binary && len == 3 && memcmp(data, "got", 3) == 0) {
@@ -193,11 +222,23 @@ static void echo_msg(void *user, pylon_stream *s, bool binary, const uint8_t *da
         return;
     }
     if (!binary && len == 5 && memcmp(data, "stall", 5) == 0) {
-        stall(s);
+        stall(s, false);
         return;
     }
     if (!binary && len == 5 && memcmp(data, "snaps", 5) == 0) {
-        sender_start(s, SEND_SKIPPABLE);
+        sender_start(s, SEND_SKIPPABLE, false);
+        return;
+    }
+    if (!binary && len == 6 && memcmp(data, "chains", 6) == 0) {
+        sender_start(s, SEND_SKIPPABLE, true);
+        return;
+    }
+    if (!binary && len == 6 && memcmp(data, "cstall", 6) == 0) {
+        stall(s, true);
+        return;
+    }
+    if (!binary && len == 4 && memcmp(data, "more", 4) == 0) {
+        chain_more(s);
         return;
     }
     pylon_buf *f = pylon_ws_frame(binary ? 2 : 1, data, len);
@@ -597,12 +638,14 @@ Test(ws, client_that_stops_reading_sends_from_another_thread_get_1013)
     close(fd);
 }
 
-Test(ws, skip_policy_drops_older_frames_keeps_order_and_the_stream)
+/* chain: the snapshots are deltas except every CHAIN_KEY-th, and after a gap the client must
+ * get an independent one first. */
+static void skip_policy(bool chain)
 {
     char head[2048];
     int fd = ws_connect_to(3, "", head, sizeof head); /* the shard port: SKIP policy */
     cr_assert(strstr(head, "101"), "%s", head);
-    send_frame(fd, 1, 1, "snaps", 5, true);
+    send_frame(fd, 1, 1, chain ? "chains" : "snaps", chain ? 6 : 5, true);
     /* Do not read until the server has skipped frames for us (the stall is the point). */
     for (int i = 0; i < 1000 && (!atomic_load(&snd.started) || pylon_stream_skipped(snd.s) == 0);
          i++)
@@ -630,7 +673,13 @@ Test(ws, skip_policy_drops_older_frames_keeps_order_and_the_stream)
             cr_assert_eq(buf[i], (uint8_t)(seq + i), "frame %u: wrong bytes at %zu", seq, i);
         cr_assert_gt((int64_t)seq, prev, "frames stay in order (%u after %lld)", seq,
                      (long long)prev);
-        if ((int64_t)seq > prev + 1) gaps++;
+        if ((int64_t)seq > prev + 1) {
+            gaps++;
+            if (chain)
+                cr_assert_eq(seq % CHAIN_KEY, 0,
+                             "a delta (%u) after a gap (%lld): its base is lost", seq,
+                             (long long)prev);
+        }
         prev = seq;
         if (++frames == 200) atomic_store(&snd.stop, true); /* reading again: let it finish */
     }
@@ -638,6 +687,16 @@ Test(ws, skip_policy_drops_older_frames_keeps_order_and_the_stream)
     sender_join();
     cr_assert_gt(atomic_load(&snd.skipped), 0);
     close(fd);
+}
+
+Test(ws, skip_policy_drops_older_frames_keeps_order_and_the_stream)
+{
+    skip_policy(false);
+}
+
+Test(ws, skip_policy_never_sends_a_delta_after_a_gap)
+{
+    skip_policy(true);
 }
 
 /* A loop that falls behind: on a SKIP stream the outbox keeps only the newest frames (2 here,
@@ -681,6 +740,44 @@ Test(ws, stalled_loop_skip_stream_sends_only_the_newest_frames)
 Test(ws, stalled_loop_sync_stream_keeps_every_frame_in_order)
 {
     stalled_loop(1, false);
+}
+
+/* The same stall with deltas: frame 0 is independent, 1..49 are deltas. The outbox keeps 48 and
+ * 49, deltas on skipped frames, so the loop drops them too. The cut outlasts the batch: of the
+ * "more" frames 50 (a delta) is dropped, 51 (independent) mends the chain and 52 follows it.
+ * (No echo in between: an echoed text frame is independent and would mend the chain.) */
+Test(ws, stalled_loop_drops_deltas_until_an_independent_frame)
+{
+    char head[2048];
+    int fd = ws_connect_to(3, "", head, sizeof head);
+    cr_assert(strstr(head, "101"), "%s", head);
+    atomic_store(&stalled, NULL);
+    send_frame(fd, 1, 1, "cstall", 6, true);
+    /* "more" only once the loop has written (dropped) the stalled batch: a batch of its own */
+    for (int i = 0; i < 500 && (!atomic_load(&stalled) ||
+                                pylon_stream_skipped(atomic_load(&stalled)) < STALL_FRAMES);
+         i++)
+        usleep(10 * 1000);
+    cr_assert(atomic_load(&stalled), "the stall ran");
+    cr_assert_eq(pylon_stream_skipped(atomic_load(&stalled)), STALL_FRAMES,
+                 "48 replaced in the outbox, 48 and 49 dropped by the loop");
+    send_frame(fd, 1, 1, "more", 4, true);
+    uint8_t buf[64];
+    size_t len;
+    int op;
+    for (uint32_t want = STALL_FRAMES + 1; want <= STALL_FRAMES + 2; want++) {
+        op = read_frame(fd, buf, sizeof buf, &len);
+        cr_assert_eq(op, 2);
+        cr_assert_eq(len, sizeof(uint32_t));
+        uint32_t k;
+        memcpy(&k, buf, sizeof k);
+        cr_assert_eq(k, want, "frame %u, want %u", k, want);
+    }
+    op = read_frame(fd, buf, sizeof buf, &len);
+    cr_assert(op == 1 && len == 4 && memcmp(buf, "done", 4) == 0, "then \"done\"");
+    cr_assert_eq(atomic_load(&stall_skipped), STALL_FRAMES + 1, "then 50, counted too");
+    atomic_store(&stalled, NULL);
+    close(fd);
 }
 
 /* ---- several I/O loops: accepted connections are dealt round-robin ---------------------- */
