@@ -167,6 +167,14 @@ static session **user_bucket(pylon_hub *h, const char *user_id)
     return &h->by_user[pylon_hash_str(user_id) & (h->cap - 1)];
 }
 
+static void index_user(pylon_hub *h, session *s)
+{
+    if (!s->who.id.user_id) return;
+    session **b = user_bucket(h, s->who.id.user_id);
+    s->same_bucket = *b;
+    *b = s;
+}
+
 /* Room for one more session: the list and the index grow together (cap is a power of two). */
 static bool grow_sessions(pylon_hub *h)
 {
@@ -179,13 +187,8 @@ static bool grow_sessions(pylon_hub *h)
     free(h->by_user);
     h->by_user = buckets;
     h->cap = cap;
-    for (size_t i = 0; i < h->n; i++) {
-        session *s = h->sessions[i];
-        if (!s->who.id.user_id) continue;
-        session **b = user_bucket(h, s->who.id.user_id);
-        s->same_bucket = *b;
-        *b = s;
-    }
+    for (size_t i = 0; i < h->n; i++)
+        index_user(h, h->sessions[i]);
     return true;
 }
 
@@ -219,11 +222,7 @@ static void behaviour(pylon_actor *self, pylon_msg *msg)
         m->s->registered = true;
         m->s->slot = h->n;
         h->sessions[h->n++] = m->s;
-        if (m->s->who.id.user_id) {
-            session **b = user_bucket(h, m->s->who.id.user_id);
-            m->s->same_bucket = *b;
-            *b = m->s;
-        }
+        index_user(h, m->s);
         atomic_fetch_add_explicit(&h->live_sessions, 1, memory_order_relaxed);
         break;
     case MSG_UNREGISTER: {
