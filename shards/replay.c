@@ -84,7 +84,9 @@ int pylon_replay_run(pylon_shards *kinds, const char *path)
                 free(text);
             }
             tick = at;
-            sim->tick(state, at == 1 ? 0 : dt);
+            /* an event-driven shard's line carries its dt (the time since its last tick) */
+            json_t *line_dt = json_object_get(j, "dt");
+            sim->tick(state, at == 1 ? 0 : line_dt ? json_number_value(line_dt) : dt);
         } else if (state && json_object_get(j, "end")) {
             end = (uint64_t)json_integer_value(json_object_get(j, "end"));
             want = strtoull(json_string_value(json_object_get(j, "hash"))

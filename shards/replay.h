@@ -4,10 +4,13 @@
  * Owns: the replay file format (JSON lines):
  *   {"replay":1,"kind":"arena","id":"m1","tick_rate_hz":20,"config":{…}}
  *   {"tick":12,"inputs":[["<sid>",<input>,<client_seq>],…]}      one line per tick with inputs
+ *   {"tick":3,"dt":0.0123,"inputs":[…]}   event-driven shards (tick_rate_hz 0): every tick, with
+ *                                         its dt (the time since the previous tick)
  *   {"end":240,"hash":"<xxh3-64 hex of the final state>"}           written when the shard stops
  * The state hash is over the simulation's save() bytes (or its spectator snapshot when it has
  * no save). A replay re-creates the simulation, applies the same inputs at the same ticks with
- * the same fixed dt, and compares the final hash: determinism is checked, not assumed.
+ * the same dt (fixed, or the recorded one), and compares the final hash: determinism is
+ * checked, not assumed.
  */
 #ifndef PYLON_SHARDS_REPLAY_H
 #define PYLON_SHARDS_REPLAY_H

@@ -520,6 +520,18 @@ static void run_tick(pylon_shard *s)
     uint64_t tick = atomic_load(&s->tick) + 1;
     atomic_store(&s->tick, tick);
     bool had_inputs = s->ninputs > 0, recorded = false;
+    /* dt first: an event-driven shard's is the time since its last tick, which a replay cannot
+     * know, so the recording writes it on every tick line of such a shard (replay.h). */
+    uint64_t now = pylon_clock_now_ns();
+    double dt = s->last_tick_ns ? (double)(now - s->last_tick_ns) / 1e9 : 0.0;
+    if (s->cfg.tick_rate_hz) dt = 1.0 / s->cfg.tick_rate_hz; /* fixed step: deterministic */
+    if (tick == 1) dt = 0;
+    s->last_tick_ns = now;
+    if (s->rec && !s->cfg.tick_rate_hz) {
+        fprintf(s->rec, "{\"tick\":%llu,\"dt\":%.17g,\"inputs\":[", (unsigned long long)tick, dt);
+        recorded = true; /* the line is open */
+    }
+    bool first_input = true;
     for (size_t i = 0; i < s->ninputs; i++) {
         input_msg *in = s->inputs[i];
         if (!s->sim->apply_input(s->state, in->sid, in->json, in->len, in->client_seq)) {
@@ -528,22 +540,19 @@ static void run_tick(pylon_shard *s)
             json_t *sid = json_string(in->sid);
             char *sid_text = sid ? json_dumps(sid, JSON_ENCODE_ANY) : NULL;
             if (!recorded) fprintf(s->rec, "{\"tick\":%llu,\"inputs\":[", (unsigned long long)tick);
-            fprintf(s->rec, "%s[%s,%.*s,%llu]", recorded ? "," : "", sid_text ? sid_text : "\"\"",
-                    (int)in->len, in->json, (unsigned long long)in->client_seq);
+            fprintf(s->rec, "%s[%s,%.*s,%llu]", first_input ? "" : ",",
+                    sid_text ? sid_text : "\"\"", (int)in->len, in->json,
+                    (unsigned long long)in->client_seq);
             free(sid_text);
             json_decref(sid);
             recorded = true;
+            first_input = false;
         }
         free(in);
     }
     if (recorded) fputs("]}\n", s->rec);
     atomic_fetch_sub_explicit(&s->queued, (uint32_t)s->ninputs, memory_order_relaxed);
     s->ninputs = 0;
-    uint64_t now = pylon_clock_now_ns();
-    double dt = s->last_tick_ns ? (double)(now - s->last_tick_ns) / 1e9 : 0.0;
-    if (s->cfg.tick_rate_hz) dt = 1.0 / s->cfg.tick_rate_hz; /* fixed step: deterministic */
-    if (tick == 1) dt = 0;
-    s->last_tick_ns = now;
     s->sim->tick(s->state, dt);
     if (s->nsubs) {
         send_snapshots(s, tick);

@@ -237,4 +237,50 @@ describe('replay', { timeout: 30000 }, () => {
       await srv.dispose();
     }
   });
+
+  it('an event-driven shard replays too: each tick line carries its dt, ticks on refused inputs included', async () => {
+    const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN } });
+    try {
+      // The arena moves players by speed × dt; at tick_rate_hz 0, dt is the time since the
+      // previous tick, which only the recording knows.
+      const c = await request(srv.port, {
+        method: 'POST', path: '/api/shards', headers: auth,
+        body: JSON.stringify({ id: 'rec0', kind: 'arena', tick_rate_hz: 0, record: true, config: { speed: 150 } }),
+      });
+      assert.equal(c.status, 201, c.body);
+      const file = path.join(srv.cwd, c.json.replay_file);
+      const inputs = [{ dx: 1, dy: 0 }, { dx: 0.5, dy: -1 }, 'not a move', { dx: -1, dy: 1 }, { dx: 0.25, dy: 0.75 }];
+      for (const [i, input] of inputs.entries()) {
+        const r = await request(srv.port, {
+          method: 'POST', path: '/api/shards/rec0/input', headers: auth,
+          body: JSON.stringify({ input, subscriber_id: `p${i % 2}`, client_seq: i + 1 }),
+        });
+        assert.equal(r.status, 200, r.body);
+        await sleep(40 + 15 * i);
+      }
+      assert.ok(await waitFor(async () => (await status(srv.port, 'rec0')).tick === inputs.length), 'one tick per input');
+      assert.equal((await status(srv.port, 'rec0')).inputs_dropped, 1, 'the string was refused');
+      assert.equal((await request(srv.port, { method: 'DELETE', path: '/api/shards/rec0', headers: auth })).status, 200);
+      const fs = await import('node:fs');
+      let lines = [];
+      await waitFor(async () => {
+        lines = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+        return lines.at(-1).end !== undefined;
+      });
+      const ticks = lines.filter((l) => l.tick !== undefined);
+      assert.deepEqual(ticks.map((l) => l.tick), [1, 2, 3, 4, 5], 'every tick is recorded');
+      assert.equal(ticks[2].inputs.length, 0, 'the tick on the refused input has no input');
+      assert.ok(ticks.slice(1).every((l) => l.dt > 0.03 && l.dt < 5), JSON.stringify(ticks.map((l) => l.dt)));
+      const ok = await runPylon(['replay', file]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.match(ok.stdout, /replay OK: 5 ticks/);
+      // The dt matters: with another one the players end elsewhere.
+      fs.writeFileSync(file, lines.map((l) => JSON.stringify(l.dt ? { ...l, dt: l.dt * 2 } : l)).join('\n') + '\n');
+      const bad = await runPylon(['replay', file]);
+      assert.equal(bad.code, 1, bad.stdout);
+      assert.match(bad.stderr, /replay MISMATCH/);
+    } finally {
+      await srv.dispose();
+    }
+  });
 });
