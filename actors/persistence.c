@@ -38,8 +38,8 @@ struct pylon_persistence {
     _Atomic uint64_t txns, reqs;
     _Atomic uint64_t commits; /* see pylon_persistence_commits */
     _Atomic int64_t head_seq; /* last change-log seq committed */
-    int64_t trimmed_upto;     /* retention: change-log rows up to here are compacted, */
-    int64_t trimmed_head;     /* against every event up to here (0, 0: not this run) */
+    int64_t trimmed_upto;     /* retention: change-log rows up to here are compacted (0: not
+                                 this run) */
     pylon_timer *idle_timer;  /* MSG_IDLE_LOOK every IDLE_LOOK_NS */
     uint64_t commits_seen;    /* `commits` at the previous look */
     bool wal_unchecked;       /* committed since the last idle checkpoint */
@@ -268,10 +268,8 @@ static void trim_changes(pylon_persistence *p, int64_t head)
     pylon_store_error err;
     int64_t upto = head - p->o.retain;
     bool began = b->begin(p->conn, &err);
-    if (began && b->trim_changes(p->conn, p->trimmed_upto, p->trimmed_head, upto, &err) &&
-        commit(p, &err)) {
+    if (began && b->trim_changes(p->conn, p->trimmed_upto, upto, &err) && commit(p, &err)) {
         p->trimmed_upto = upto;
-        p->trimmed_head = head;
     } else {
         if (began) b->rollback(p->conn); /* a failed COMMIT has rolled back already */
         pylon_log_warn("db", "change-log retention failed: %s", err.message);

@@ -116,16 +116,16 @@ typedef struct pylon_store_backend {
     bool (*log_change)(pylon_store_conn *c, pylon_change *ch, pylon_store_error *err);
     /* Whether a sync push op id was already applied. */
     bool (*op_seen)(pylon_store_conn *c, const char *op_id, bool *seen, pylon_store_error *err);
-    /* Retention: compacts the change log up to `upto` and drops op ids with seq <= upto.
-     * done_upto/done_head: the `upto` and the head of the last pass that committed (0, 0:
-     * none known; a full pass). */
-    bool (*trim_changes)(pylon_store_conn *c, int64_t done_upto, int64_t done_head, int64_t upto,
+    /* Retention: compacts the change log up to `upto` (each row's latest event up to there
+     * stays, as a full insert or a delete: every cursor can still be continued) and drops op
+     * ids with seq <= upto. done_upto: the `upto` of the last pass that committed (0: none
+     * known; a full pass). */
+    bool (*trim_changes)(pylon_store_conn *c, int64_t done_upto, int64_t upto,
                          pylon_store_error *err);
-    /* Change-log rows with seq > since, ascending, at most `limit`; *oldest = the oldest
-     * retained seq (0 when the log is empty). Each row: {seq, entity, row_id, kind, fields,
-     * data, ts}. */
+    /* Change-log rows with seq > since, ascending, at most `limit`. Each row: {seq, entity,
+     * row_id, kind, fields, data, ts}. */
     bool (*changes_since)(pylon_store_conn *c, int64_t since, int64_t limit, json_t **rows,
-                          int64_t *oldest, pylon_store_error *err);
+                          pylon_store_error *err);
     /* Highest seq written so far (0 when none). */
     bool (*head_seq)(pylon_store_conn *c, int64_t *seq, pylon_store_error *err);
 

@@ -1190,30 +1190,32 @@ static bool sq_op_seen(pylon_store_conn *c, const char *op_id, bool *seen, pylon
     return rc == SQLITE_ROW || rc == SQLITE_DONE || step_error(c, rc, "QUERY_FAILED", err);
 }
 
-/* Retention compacts rather than forgets: up to `upto`, only the latest event of each row
- * stays, as an insert carrying the full row, and rows deleted by then disappear. A pull from 0
- * therefore still rebuilds every live row, while a cursor inside the compacted range can no
- * longer be continued (410). The boundary is kept in _pylon_meta.
+/* Retention compacts rather than forgets: up to `upto`, only the latest event of each row up to
+ * `upto` stays, an update becoming an insert that carries the full row; a delete stays as the
+ * row's tombstone. So nothing a client could need is lost: a pull from 0 rebuilds every live
+ * row, and a pull from any older cursor, even one inside the compacted range, gets every row
+ * changed since as a full insert and every row deleted since as a delete. That is what lets a
+ * fresh client page through the compacted range (its cursors lie inside it), and why an old
+ * cursor never needs a 410. Only events up to `upto` supersede older ones: an event after it
+ * may be a partial update, which cannot stand in for the full row it would replace.
  *
- * Incremental: a pass that committed earlier compacted everything up to `done_upto` against
- * every event up to `done_head`. What is left to do is the events newly inside the range
- * (done_upto, upto], and the older survivors superseded by an event after done_head (found
- * from those new events through the (entity, row_id, seq) index). The work is the events
- * since the last pass, not the whole log: a full pass over every live row each time cost
- * inserts a quarter of their throughput once 100 000 events were retained. done_upto = 0
- * makes it a full pass. */
-static bool sq_trim_changes(pylon_store_conn *c, int64_t done_upto, int64_t done_head, int64_t upto,
+ * Incremental: a pass that committed earlier compacted everything up to `done_upto`. What is
+ * left is the events newly inside the range (done_upto, upto], and the older survivors that
+ * one of those supersedes (found through the (entity, row_id, seq) index). The work is the
+ * events since the last pass, not the whole log: a full pass over every live row each time
+ * cost inserts a quarter of their throughput once 100 000 events were retained. done_upto = 0
+ * makes it a full pass. The cost of keeping tombstones: one event per deleted row. */
+static bool sq_trim_changes(pylon_store_conn *c, int64_t done_upto, int64_t upto,
                             pylon_store_error *err)
 {
     static const char *const sql[] = {
-        /* ?1 done_upto, ?2 upto, ?3 done_head */
+        /* ?1 done_upto, ?2 upto */
         "DELETE FROM _pylon_changes WHERE seq > ?1 AND seq <= ?2 AND EXISTS (SELECT 1 FROM "
         "_pylon_changes n WHERE n.entity = _pylon_changes.entity AND n.row_id = "
-        "_pylon_changes.row_id AND n.seq > _pylon_changes.seq)",
+        "_pylon_changes.row_id AND n.seq > _pylon_changes.seq AND n.seq <= ?2)",
         "DELETE FROM _pylon_changes WHERE seq IN (SELECT o.seq FROM _pylon_changes n JOIN "
         "_pylon_changes o ON o.entity = n.entity AND o.row_id = n.row_id AND o.seq < n.seq "
-        "WHERE n.seq > ?3 AND o.seq <= ?1)",
-        "DELETE FROM _pylon_changes WHERE seq > ?1 AND seq <= ?2 AND kind = 'delete'",
+        "WHERE n.seq > ?1 AND n.seq <= ?2 AND o.seq <= ?1)",
         "UPDATE _pylon_changes SET kind = 'insert', fields = NULL WHERE seq > ?1 AND seq <= ?2 "
         "AND kind = 'update'",
         "DELETE FROM _pylon_op_ids WHERE seq <= ?2",
@@ -1223,7 +1225,6 @@ static bool sq_trim_changes(pylon_store_conn *c, int64_t done_upto, int64_t done
         if (!st) return false;
         sqlite3_bind_int64(st, 1, done_upto);
         sqlite3_bind_int64(st, 2, upto);
-        if (sqlite3_bind_parameter_count(st) >= 3) sqlite3_bind_int64(st, 3, done_head);
         int rc = sqlite3_step(st);
         sqlite3_reset(st);
         if (rc != SQLITE_DONE) return step_error(c, rc, "DELETE_FAILED", err);
@@ -1232,20 +1233,14 @@ static bool sq_trim_changes(pylon_store_conn *c, int64_t done_upto, int64_t done
 }
 
 static bool sq_changes_since(pylon_store_conn *c, int64_t since, int64_t limit, json_t **rows,
-                             int64_t *oldest, pylon_store_error *err)
+                             pylon_store_error *err)
 {
-    /* The first seq that was not compacted: cursors before it cannot be continued. */
+    int rc;
     sqlite3_stmt *st =
-        prepare(c, "SELECT value FROM _pylon_meta WHERE key = 'compacted_upto'", err);
-    if (!st) return false;
-    int rc = sqlite3_step(st);
-    *oldest = (rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0) + 1;
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return step_error(c, rc, "QUERY_FAILED", err);
-    st = prepare(c,
-                 "SELECT seq, entity, row_id, kind, fields, data, ts FROM _pylon_changes "
-                 "WHERE seq > ? ORDER BY seq LIMIT ?",
-                 err);
+        prepare(c,
+                "SELECT seq, entity, row_id, kind, fields, data, ts FROM _pylon_changes "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                err);
     if (!st) return false;
     sqlite3_bind_int64(st, 1, since);
     sqlite3_bind_int64(st, 2, limit);

@@ -50,30 +50,29 @@ typedef struct pull_job {
 static void run_pull(pylon_read_req *req, const pylon_store_backend *b, pylon_store_conn *c)
 {
     pull_job *j = (pull_job *)req;
-    int64_t head = pylon_persistence_head_seq(j->api->writer), oldest = 0;
-    json_t *rows = NULL;
+    int64_t head = pylon_persistence_head_seq(j->api->writer), seen = 0;
     pylon_store_error err = {0};
-    if (!b->changes_since(c, j->since, j->limit + 1, &rows, &oldest, &err)) {
-        pylon_http_respond_error(j->ex, err.status, err.code, err.message, NULL);
+    /* The writer sets its head just after its COMMIT, so a reader may already have handed out
+     * a newer seq: ask the database before calling a cursor ahead. */
+    if (j->since > head && b->head_seq(c, &seen, &err) && seen > head) head = seen;
+    /* A cursor ahead of the head comes from another database (or a reset one): it cannot be
+     * continued. Any older cursor can (retention keeps each row's latest event and every
+     * tombstone, store.h), so unlike the original there is no 410 for falling behind. */
+    if (j->since > head) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "cursor last_seq=%lld is ahead of the newest seq=%lld; client must re-sync",
+                 (long long)j->since, (long long)head);
+        /* protocol.md §1.3: ahead of the head, the oldest valid cursor is head+1. */
+        json_t *e = json_pack("{s:{s:s,s:s,s:I}}", "error", "code", "RESYNC_REQUIRED", "message",
+                              msg, "oldest_seq", (json_int_t)(head + 1));
+        pylon_reply_json(j->ex, 410, e, NULL);
         free(j);
         return;
     }
-    int64_t front = oldest ? oldest : head + 1;
-    /* A cursor ahead of the head (another database) or older than what is retained cannot be
-     * continued; since=0 always can. */
-    if (j->since > head || (j->since > 0 && j->since + 1 < front)) {
-        char msg[200];
-        snprintf(msg, sizeof msg,
-                 j->since > head
-                     ? "cursor last_seq=%lld is ahead of the newest seq=%lld; client must re-sync"
-                     : "cursor last_seq=%lld is older than the oldest retained seq=%lld; client "
-                       "must re-sync",
-                 (long long)j->since, (long long)(j->since > head ? head : front));
-        /* protocol.md §1.3: ahead of the head, the oldest valid cursor is head+1. */
-        json_t *e = json_pack("{s:{s:s,s:s,s:I}}", "error", "code", "RESYNC_REQUIRED", "message",
-                              msg, "oldest_seq", (json_int_t)(j->since > head ? head + 1 : front));
-        pylon_reply_json(j->ex, 410, e, NULL);
-        json_decref(rows);
+    json_t *rows = NULL;
+    if (!b->changes_since(c, j->since, j->limit + 1, &rows, &err)) {
+        pylon_http_respond_error(j->ex, err.status, err.code, err.message, NULL);
         free(j);
         return;
     }

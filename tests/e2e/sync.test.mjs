@@ -4,10 +4,6 @@
 // failure, live broadcast), restart with a durable change log, the per-connection backlog bound
 // (1013) and the presence/topic relay, on the side ports and on the main port (/ws, /events).
 //
-// Known failures (server bugs, see the comments above 4b and 6b): a single event larger than
-// PYLON_WS_MAX_BACKLOG disconnects idle clients; pull from 0 cannot rebuild rows older than the
-// retention window.
-//
 // Clients are lib/sync-client.mjs SyncClients, which behave like the stock TS client (pull,
 // then socket; live events applied only when seq > cursor; jittered reconnect with a pull first).
 //
@@ -690,7 +686,7 @@ describe('sync: back-pressure (PYLON_WS_MAX_BACKLOG=4096)', { timeout: 40000 }, 
 });
 
 // ---------------------------------------------------------------------------------------------
-describe('sync: retention and 410 (PYLON_CHANGELOG_RETAIN=10)', { timeout: 30000 }, () => {
+describe('sync: retention (PYLON_CHANGELOG_RETAIN=10)', { timeout: 30000 }, () => {
   let srv;
   let port;
   before(async () => {
@@ -699,31 +695,42 @@ describe('sync: retention and 410 (PYLON_CHANGELOG_RETAIN=10)', { timeout: 30000
   });
   after(() => srv?.dispose());
 
-  it('6. 410 RESYNC_REQUIRED for a cursor older than retention or ahead of head, never for since=0', async () => {
+  // Retention keeps each row's latest event (as a full insert) and every delete (a tombstone),
+  // so a cursor from before the compacted range still gets everything it missed: no 410 for
+  // falling behind (the original forgets and answers 410). Only a cursor ahead of the head
+  // (another database) gets 410, and since=0 never does.
+  it('6. an old cursor continues through the compacted range with every update and delete; 410 only ahead of the head, never for since=0', async () => {
     const tok = await session(port, 'user_ret');
     const early = new SyncClient({ port, token: tok, name: 'early' });
     const ids = [await insertPublic(port, tok, { title: 'r0', n: 0 })];
     await early.pullAll();
     assert.equal(early.cursor, 1);
-    for (let i = 1; i < 50; i++) ids.push(await insertPublic(port, tok, { title: `r${i}`, n: i }));
+    for (let i = 1; i < 45; i++) ids.push(await insertPublic(port, tok, { title: `r${i}`, n: i }));
+    // r0 (which the early client holds) and r7 are deleted, r3 patched, all long before the
+    // retained window of 10 events
+    for (const id of [ids[0], ids[7]]) assert.equal((await httpJson(port, 'DELETE', `/api/entities/Public/${id}`, { token: tok })).status, 200);
+    assert.equal((await httpJson(port, 'PATCH', `/api/entities/Public/${ids[3]}`, { token: tok, body: { n: 333 } })).status, 200);
+    for (let i = 45; i < 60; i++) ids.push(await insertPublic(port, tok, { title: `r${i}`, n: i }));
     const head = await headSeq(port);
-    assert.equal(head, 50);
+    assert.equal(head, 63);
 
     const r1 = await httpJson(port, 'GET', '/api/sync/pull?since=1', { token: tok });
-    assert.equal(r1.status, 410, r1.body);
-    assert.equal(r1.json.error.code, 'RESYNC_REQUIRED');
-    assert.equal(typeof r1.json.error.message, 'string');
-    assert.ok(r1.json.error.oldest_seq > 1, `oldest_seq ${r1.json.error.oldest_seq}`);
-    assert.ok(r1.json.error.oldest_seq >= head - 10 - 2, `retention keeps about 10 events: oldest_seq ${r1.json.error.oldest_seq}`);
+    assert.equal(r1.status, 200, r1.body);
+    const kinds = r1.json.changes.map((e) => e.kind);
+    assert.equal(kinds.filter((k) => k === 'delete').length, 2, `both deletes reach the old cursor: ${JSON.stringify(kinds)}`);
+    assert.ok(r1.json.changes.length < head - 1, `compacted: ${r1.json.changes.length} events for ${head - 1}`);
+    await early.pullAll();
+    assert.equal(early.resyncs, 0, 'no resync');
+    assert.equal(early.cursor, head);
+    const want = await serverRows(port, 'Public', tok);
+    assert.equal(want.length, 58);
+    assert.deepEqual(canon(early.rows('Public')), canon(want), 'the old client holds exactly the server rows (r0 gone, r3 patched)');
 
     for (const q of ['since=0', '', 'since=garbage', 'since=0&limit=5']) {
       const r = await httpJson(port, 'GET', `/api/sync/pull?${q}`, { token: tok });
       assert.equal(r.status, 200, `pull ?${q} must never be 410: ${r.body}`);
     }
-    // Retention compacts (the latest event of each live row stays, as an insert), so a pull
-    // from 0 still starts at the beginning and rebuilds every row; the page ends at the head.
     const r0 = await httpJson(port, 'GET', '/api/sync/pull?since=0', { token: tok });
-    assert.equal(r0.json.changes[0].seq, 1, 'since=0 starts at the first (compacted) event');
     assert.equal(r0.json.changes[0].kind, 'insert');
     assert.equal(r0.json.cursor.last_seq, head);
     assert.equal(r0.json.has_more, false);
@@ -731,27 +738,29 @@ describe('sync: retention and 410 (PYLON_CHANGELOG_RETAIN=10)', { timeout: 30000
     const ahead = await httpJson(port, 'GET', `/api/sync/pull?since=${head + 100}`, { token: tok });
     assert.equal(ahead.status, 410, ahead.body);
     assert.equal(ahead.json.error.code, 'RESYNC_REQUIRED');
+    assert.equal(ahead.json.error.oldest_seq, head + 1, 'ahead of the head, the oldest valid cursor is head+1');
+    assert.match(ahead.json.error.message, /ahead of the newest seq/);
     const atHead = await httpJson(port, 'GET', `/api/sync/pull?since=${head}`, { token: tok });
     assert.deepEqual(atHead.json, { changes: [], cursor: { last_seq: head }, has_more: false });
-    const justInside = await httpJson(port, 'GET', `/api/sync/pull?since=${r1.json.error.oldest_seq - 1}`, { token: tok });
-    assert.equal(justInside.status, 200, 'a cursor right before the oldest retained event can continue');
 
-    // The client's reaction: clear the replica, cursor = 0, pull again; no loop.
+    // The stock client's reaction to that 410: clear the replica, cursor = 0, pull again.
+    early.cursor = head + 100;
     await early.pullAll();
     assert.equal(early.resyncs, 1);
     assert.equal(early.cursor, head);
+    assert.deepEqual(canon(early.rows('Public')), canon(want));
   });
 
   // Fails against the server of e749367: retention deletes the insert events of rows that still
   // exist and nothing re-seeds them, so a pull from since=0 (a new device, or the 410 recovery)
   // only sees rows written in the last PYLON_CHANGELOG_RETAIN events.
-  it('6b. after a 410 the stock client\'s recovery (clear, pull from 0) rebuilds every existing row', async () => {
+  it('6b. a new client (or one recovering from a 410) pulling from 0 rebuilds every existing row', async () => {
     // The rows written in test 6 all still exist; a client rebuilding from since=0 must get them.
     const tok = await session(port, 'user_ret2');
     const c = new SyncClient({ port, token: tok, name: 'rebuild' });
     await c.pullAll();
     const want = await serverRows(port, 'Public', tok);
-    assert.equal(want.length, 50);
+    assert.equal(want.length, 58);
     assert.equal(c.rows('Public').length, want.length, `pull from 0 rebuilt ${c.rows('Public').length} of ${want.length} existing rows (retention trimmed the inserts and nothing re-seeds them)`);
   });
 
@@ -761,41 +770,79 @@ describe('sync: retention and 410 (PYLON_CHANGELOG_RETAIN=10)', { timeout: 30000
   // missed one would pile up in the log and (with its stale data) in a rebuilt replica.
   it('6c. after 200 mixed writes a pull from 0 holds one event per live row plus the retained tail', async () => {
     const tok = await session(port, 'user_compact');
-    const earlier = (await serverRows(port, 'Public', tok)).map((r) => [r.id, r.n]); // tests 6, 6b
-    const live = new Map();
+    const earlier = (await serverRows(port, 'Public', tok)).map((r) => [r.id, r.title, r.n]); // tests 6, 6b
+    const live = new Map(); // id -> [title, n]
+    const deleted = new Set();
     let rnd = 7;
     const next = (n) => ((rnd = (rnd * 1103515245 + 12345) % 2147483648) % n);
     for (let i = 0; i < 200; i++) {
       const ids = [...live.keys()];
       const op = ids.length < 4 ? 0 : next(3);
       if (op === 0 && live.size < 12) {
-        live.set(await insertPublic(port, tok, { title: `c${i}`, n: i }), i);
+        live.set(await insertPublic(port, tok, { title: `c${i}`, n: i }), [`c${i}`, i]);
       } else if (op === 2 || (op === 0 && ids.length)) {
         const id = ids[next(ids.length)];
         const r = await httpJson(port, 'DELETE', `/api/entities/Public/${id}`, { token: tok });
         assert.equal(r.status, 200, r.body);
         live.delete(id);
+        deleted.add(id);
       } else {
         const id = ids[next(ids.length)];
         const r = await httpJson(port, 'PATCH', `/api/entities/Public/${id}`, { token: tok, body: { n: i } });
         assert.equal(r.status, 200, r.body);
-        live.set(id, i);
+        live.set(id, [live.get(id)[0], i]);
       }
     }
     const head = await headSeq(port);
     const all = await httpJson(port, 'GET', `/api/sync/pull?since=0&limit=1000`, { token: tok });
     assert.equal(all.status, 200, all.body);
     const events = all.json.changes;
-    // Compacted: every live row once, plus at most the retained window (10) and the slack
-    // between passes (a pass runs once head - compacted > 10 + 0 + 1).
-    const rows = earlier.length + live.size;
-    assert.ok(events.length <= rows + 10 + 2, `${events.length} events for ${rows} live rows (head ${head}): superseded events were left behind`);
+    // Compacted: every live row once, a tombstone per deleted row, plus at most the retained
+    // window (10) and the slack between passes (a pass runs once head - compacted > 10 + 0 + 1).
+    const rows = earlier.length + live.size + deleted.size + 2; // + the 2 deletes of test 6
+    assert.ok(events.length <= rows + 10 + 2, `${events.length} events for ${rows} live rows and tombstones (head ${head}): superseded events were left behind`);
     const c = new SyncClient({ port, token: tok, name: 'compact' });
     await c.pullAll();
     const want = await serverRows(port, 'Public', tok);
-    const expected = [...earlier, ...live.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1));
-    assert.deepEqual(want.map((r) => [r.id, r.n]), expected, 'the server holds what was written');
-    assert.deepEqual(c.rows('Public').map((r) => [r.id, r.n]), expected, 'a replica rebuilt from 0 matches');
+    const expected = [...earlier, ...[...live.entries()].map(([id, [t, n]]) => [id, t, n])].sort((a, b) => (a[0] < b[0] ? -1 : 1));
+    assert.deepEqual(want.map((r) => [r.id, r.title, r.n]), expected, 'the server holds what was written');
+    assert.deepEqual(c.rows('Public').map((r) => [r.id, r.title, r.n]), expected, 'a replica rebuilt from 0 matches, whole rows');
+  });
+
+  // A fresh client pages through a compacted range larger than one page: its own cursors lie
+  // inside that range and must be continued (they got 410 before, so the stock client looped:
+  // 410, clear, pull from 0, 410 on page two...).
+  it('6d. a fresh client pages (100 per page by default) through 150+ compacted rows without a 410', async () => {
+    const tok = await session(port, 'user_pages');
+    for (let i = 0; i < 150; i++) await insertPublic(port, tok, { title: `p${i}`, n: i });
+    const first = await httpJson(port, 'GET', '/api/sync/pull?since=0', { token: tok });
+    assert.equal(first.json.changes.length, 100, 'the default page is 100 events');
+    assert.equal(first.json.has_more, true);
+    const c = new SyncClient({ port, token: tok, name: 'pager' });
+    await c.pullAll();
+    assert.equal(c.resyncs, 0, `no 410 while paging: ${JSON.stringify(c.pulls.filter((p) => p.status !== 200))}`);
+    assert.ok(c.pulls.length >= 2, 'more than one page');
+    const want = await serverRows(port, 'Public', tok);
+    assert.ok(want.length >= 150);
+    assert.deepEqual(canon(c.rows('Public')), canon(want));
+  });
+
+  // An update after the compacted range is a patch (only the changed fields): it must not
+  // replace the compacted full row of the same row, or a replica rebuilt from 0 loses fields.
+  it('6e. a patch inside the retained window does not erase the compacted full row before it', async () => {
+    const tok = await session(port, 'user_patch');
+    const id = await insertPublic(port, tok, { title: 'keep me', n: 1 });
+    for (let i = 0; i < 30; i++) await insertPublic(port, tok, { title: `f${i}`, n: i });
+    assert.equal((await httpJson(port, 'PATCH', `/api/entities/Public/${id}`, { token: tok, body: { n: 99 } })).status, 200);
+    // Retention passes run every dozen events; check a rebuilt replica after each write until
+    // the patch itself has left the retained window.
+    for (let i = 0; i < 15; i++) {
+      await insertPublic(port, tok, { title: `g${i}`, n: i });
+      const c = new SyncClient({ port, token: tok, name: `rebuild${i}` });
+      await c.pullAll();
+      const row = c.rows('Public').find((r) => r.id === id);
+      assert.deepEqual({ title: row?.title, n: row?.n }, { title: 'keep me', n: 99 }, `after ${i + 1} more writes`);
+    }
   });
 });
 
