@@ -25,6 +25,7 @@ const MANIFEST = {
       ],
       indexes: [],
     },
+    { name: 'Filler', fields: [{ name: 'blob', type: 'string', optional: false, unique: false }], indexes: [] },
   ],
   routes: [],
 };
@@ -62,6 +63,20 @@ describe('backup while writing, restore elsewhere', { timeout: 60000 }, () => {
     let acked = 0;
     let stop = false;
     try {
+      // A database of several MB: a backup copied in small steps restarts at every commit and
+      // never finished under a steady writer once the file was larger than one step (1 MB).
+      let filled = 0;
+      const fill = (until) => Promise.all(Array.from({ length: 4 }, async () => {
+        while (filled < until() && !stop) {
+          filled++;
+          const res = await request(srv.port, { method: 'POST', path: '/api/entities/Filler', body: JSON.stringify({ blob: 'f'.repeat(10000) }) });
+          assert.equal(res.status, 201, res.body);
+        }
+      }));
+      await fill(() => 800);
+      const size = (f) => fs.statSync(f, { throwIfNoEntry: false })?.size ?? 0;
+      assert.ok(size(live.PYLON_DB_PATH) + size(`${live.PYLON_DB_PATH}-wal`) > 8e6, 'a database of several MB');
+      const filling = fill(() => Infinity); // and more writers during the backup
       // One writer, strictly in order: row n exists only if rows 1..n-1 were committed first.
       const writer = (async () => {
         for (let n = 1; !stop && n < 100000; n++) {
@@ -76,12 +91,14 @@ describe('backup while writing, restore elsewhere', { timeout: 60000 }, () => {
       })();
       await new Promise((r) => setTimeout(r, 400));
       const bundle = path.join(root, 'bundle');
+      const started = Date.now();
       const b = await run(['backup', bundle], { cwd: root, env: live });
-      assert.equal(b.code, 0, b.stderr);
+      assert.equal(b.code, 0, `backup exit ${b.code} after ${Date.now() - started} ms: ${b.stderr}`);
       const duringBackup = acked;
       await new Promise((r) => setTimeout(r, 300));
       stop = true;
       await writer;
+      await filling;
       assert.ok(acked > duringBackup, 'writes went on during and after the backup');
       assert.ok(fs.existsSync(path.join(bundle, 'VERSION')));
       assert.ok(fs.existsSync(path.join(bundle, 'pylon.db')));
