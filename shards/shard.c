@@ -837,6 +837,7 @@ void pylon_shard_status_get(pylon_shard *s, pylon_shard_status *out)
     out->running = atomic_load(&s->running);
     out->tick = atomic_load(&s->tick);
     out->subscribers = atomic_load(&s->nsubs_atomic);
+    out->max_subscribers = s->cfg.max_subscribers;
     out->input_queue = atomic_load(&s->queued);
     out->inputs_dropped = atomic_load(&s->inputs_dropped);
     out->frames_skipped = atomic_load(&s->frames_skipped) + atomic_load(&s->stream_skips);

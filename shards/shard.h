@@ -68,6 +68,7 @@ typedef struct pylon_shard_status {
     bool running;
     uint64_t tick;
     uint32_t subscribers, input_queue;
+    uint32_t max_subscribers; /* the config's; 0 = unlimited */
     uint64_t inputs_dropped, frames_skipped;
     char record_path[512]; /* "" when not recording */
 } pylon_shard_status;

@@ -188,10 +188,13 @@ static void sse_precheck(const pylon_stream_open *info, pylon_stream_refusal *no
     if (sse_who(api, info, sid, sizeof sid, no)) {
         pylon_shard_status st;
         pylon_shard_status_get(s, &st);
-        if (!st.running) {
+        /* protocol.md §4.4: 429 for a full or stopped shard, as the WebSocket's 1013. Checked
+         * here, before the 200: once the stream is open a refusal can only close it. */
+        if (!st.running || (st.max_subscribers && st.subscribers >= st.max_subscribers)) {
             no->status = 429;
             no->code = "SUBSCRIBE_FAILED";
-            snprintf(no->message, sizeof no->message, "shard is stopped");
+            snprintf(no->message, sizeof no->message, "%s",
+                     st.running ? "shard is at max subscribers" : "shard is stopped");
         }
     }
     pylon_shard_release(s);
@@ -207,7 +210,9 @@ static void *sse_open(pylon_stream *st, const pylon_stream_open *info)
         pylon_shard_subscribe(s, st, sub->sid, PYLON_SHARD_FMT_JSON) != PYLON_SHARD_OK) {
         free(sub);
         if (s) pylon_shard_release(s);
-        pylon_stream_close(st, 0, NULL); /* the precheck passed a moment ago: a race, not a bug */
+        /* The precheck passed a moment ago: the shard filled up or stopped since (a race, not a
+         * bug); the 200 is out, so the stream just ends. */
+        pylon_stream_close(st, 0, NULL);
         return NULL;
     }
     sub->shard = s;

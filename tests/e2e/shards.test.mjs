@@ -447,6 +447,36 @@ describe('shards', { timeout: 55000 }, () => {
 
   });
 
+  // protocol.md §4.4: the SSE stream answers 429 SUBSCRIBE_FAILED for a full or stopped shard
+  // (the WebSocket's 1013), not a 200 that ends at once.
+  it('5b. SSE /connect refusals: 429 SUBSCRIBE_FAILED at max_subscribers and when stopped; max_subscribers 0 is unlimited', async () => {
+    const sseGet = (shard, user) => api('GET', `/api/shards/${shard}/connect?sid=${encodeURIComponent(user.user_id)}`, { token: user.token });
+    await createShard({ id: 'ssecap', max_subscribers: 1 });
+    const [u1, u2, u3] = [await guest(), await guest(), await guest()];
+    const ws = await subscriber('ssecap', u1);
+    const full = await sseGet('ssecap', u2);
+    const err = assertErrorEnvelope(full, 429, 'SUBSCRIBE_FAILED');
+    assert.match(err.message, /max subscribers/, err.message);
+    assert.equal((await status('ssecap')).subscribers, 1);
+    // An SSE subscriber counts too: with it in the only place, the next one is refused.
+    ws.close();
+    for (let i = 0; i < 40 && (await status('ssecap')).subscribers !== 0; i++) await sleep(50);
+    assert.equal((await status('ssecap')).subscribers, 0);
+    await shardSse('ssecap', u2);
+    const again = assertErrorEnvelope(await sseGet('ssecap', u3), 429, 'SUBSCRIBE_FAILED');
+    assert.match(again.message, /max subscribers/, again.message);
+
+    await createShard({ id: 'ssestop', idle_ticks_before_shutdown: 5 });
+    for (let i = 0; i < 40 && (await status('ssestop')).running; i++) await sleep(50);
+    assert.equal((await status('ssestop')).running, false);
+    const stopped = assertErrorEnvelope(await sseGet('ssestop', u3), 429, 'SUBSCRIBE_FAILED');
+    assert.match(stopped.message, /stopped/, stopped.message);
+
+    await createShard({ id: 'sseunl', max_subscribers: 0 });
+    for (const u of [u1, u2, u3]) await shardSse('sseunl', u);
+    assert.equal((await status('sseunl')).subscribers, 3);
+  });
+
   it('6. malformed WS input is dropped and counted (inputs_dropped); the connection keeps getting frames', async () => {
     await createShard({ id: 'malformed' });
     const u = await guest();
