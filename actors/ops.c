@@ -1,6 +1,8 @@
 /* ops.c — /health, /metrics, /api/transports (see ops.h). */
 #include "actors/ops.h"
 
+#include "actors/change_tail.h"
+
 #include "engine/clock.h"
 
 #include <jansson.h>
@@ -143,6 +145,13 @@ static void metrics(pylon_http_exchange *ex, void *ctx)
             metric(&t, "pylon_changelog_head_seq", "gauge", "Last change-log seq committed");
             tf(&t, "pylon_changelog_head_seq %lld\n",
                (long long)pylon_persistence_head_seq(ops->writer));
+            uint64_t mem = 0, log = 0;
+            if (pylon_persistence_tail(ops->writer))
+                pylon_change_tail_counts(pylon_persistence_tail(ops->writer), &mem, &log);
+            metric(&t, "pylon_sync_pulls_total", "counter",
+                   "Sync pulls answered from the in-memory tail, and from the durable log");
+            tf(&t, "pylon_sync_pulls_total{source=\"memory\"} %llu\n", (unsigned long long)mem);
+            tf(&t, "pylon_sync_pulls_total{source=\"log\"} %llu\n", (unsigned long long)log);
             metric(&t, "pylon_persistence_queue_depth", "gauge", "Write requests queued");
             tf(&t, "pylon_persistence_queue_depth %u\n",
                pylon_persistence_queue_depth(ops->writer));

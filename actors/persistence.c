@@ -1,6 +1,8 @@
 /* persistence.c — see persistence.h. */
 #include "actors/persistence.h"
 
+#include "actors/change_tail.h"
+
 #include "engine/clock.h"
 #include "engine/log.h"
 #include "engine/timer.h"
@@ -14,7 +16,8 @@
 enum { MSG_WRITE = 1, MSG_SHARD_CKPT, MSG_IDLE_LOOK };
 
 /* How often the writer looks whether it has gone idle after writing (see idle_look). */
-#define IDLE_LOOK_NS (250 * PYLON_NS_PER_MS)
+#define IDLE_LOOK_NS    (250 * PYLON_NS_PER_MS)
+#define CHANGE_TAIL_MAX 10000 /* events; the default retention is 100 000 */
 
 /* A shard checkpoint to write (or, with drop, to delete): its own message kind, staged apart
  * from the write requests and committed right after them in the same run. */
@@ -38,6 +41,8 @@ struct pylon_persistence {
     _Atomic uint64_t txns, reqs;
     _Atomic uint64_t commits; /* see pylon_persistence_commits */
     _Atomic int64_t head_seq; /* last change-log seq committed */
+    pylon_change_tail *tail;  /* the newest events in memory, for pulls (change_tail.h) */
+    bool reset_staged;        /* this transaction empties the log (the dev test reset) */
     int64_t trimmed_upto;     /* retention: change-log rows up to here are compacted (0: not
                                  this run) */
     pylon_timer *idle_timer;  /* MSG_IDLE_LOOK every IDLE_LOOK_NS */
@@ -185,6 +190,7 @@ static bool run_request(pylon_persistence *p, pylon_write_req *req, bool careful
     const pylon_store_backend *b = p->o.backend;
     if (req->reset) { /* one op slot carries the outcome */
         req->ops[0].ok = b->reset(p->conn, &req->ops[0].err);
+        p->reset_staged |= req->ops[0].ok;
         return true;
     }
     if (req->atomic) { /* all or nothing by itself, in either pass */
@@ -295,9 +301,13 @@ static void commit_staged(pylon_persistence *p)
             }
     }
     int64_t head = 0;
+    if (committed && p->reset_staged && p->tail)
+        pylon_change_tail_clear(p->tail, atomic_load_explicit(&p->head_seq, memory_order_relaxed));
+    p->reset_staged = false;
     if (committed && p->nchanges) {
         head = p->changes[p->nchanges - 1].seq;
         atomic_store_explicit(&p->head_seq, head, memory_order_relaxed);
+        if (p->tail) pylon_change_tail_append(p->tail, p->changes, p->nchanges);
         if (p->o.on_changes) p->o.on_changes(p->o.listener_ctx, p->changes, p->nchanges);
     }
     for (size_t i = 0; i < p->nchanges; i++)
@@ -459,6 +469,10 @@ pylon_persistence *pylon_persistence_start(pylon_runtime *rt, const pylon_persis
         return NULL;
     }
     atomic_init(&p->head_seq, head);
+    /* Kept within the retention, so nothing in the tail is ever compacted (change_tail.h).
+     * Without it (out of memory) every pull reads the database. */
+    p->tail = pylon_change_tail_new(
+        (size_t)(p->o.retain < CHANGE_TAIL_MAX ? p->o.retain : CHANGE_TAIL_MAX), head);
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
     p->actor = pylon_actor_spawn(rt, &PERSISTENCE_DEF, p);
@@ -511,6 +525,11 @@ const _Atomic uint64_t *pylon_persistence_commits(const pylon_persistence *p)
     return &p->commits;
 }
 
+pylon_change_tail *pylon_persistence_tail(const pylon_persistence *p)
+{
+    return p->tail;
+}
+
 int64_t pylon_persistence_head_seq(const pylon_persistence *p)
 {
     return atomic_load_explicit(&((pylon_persistence *)p)->head_seq, memory_order_relaxed);
@@ -532,6 +551,7 @@ void pylon_persistence_stop(pylon_persistence *p)
     free(p->staged);
     free(p->ckpts);
     free(p->changes);
+    pylon_change_tail_free(p->tail);
     free(p);
 }
 

@@ -79,6 +79,8 @@ pylon_persistence *pylon_persistence_start(pylon_runtime *rt, const pylon_persis
 void pylon_persistence_submit(pylon_persistence *p, pylon_write_req *req);
 bool pylon_persistence_busy(const pylon_persistence *p);
 unsigned pylon_persistence_queue_depth(const pylon_persistence *p);
+/* The newest change-log events in memory (change_tail.h), or NULL; lives as long as `p`. */
+struct pylon_change_tail *pylon_persistence_tail(const pylon_persistence *p);
 /* The last change-log seq committed (for /metrics and the sync layer). */
 int64_t pylon_persistence_head_seq(const pylon_persistence *p);
 /* Transactions committed so far, counted the moment each COMMIT returns (before anyone is

@@ -1,6 +1,8 @@
 /* sync_api.c — see sync_api.h. */
 #include "sync/sync_api.h"
 
+#include "actors/change_tail.h"
+
 #include "actors/ids.h"
 #include "actors/json_load.h"
 #include "actors/reply.h"
@@ -71,7 +73,11 @@ static void run_pull(pylon_read_req *req, const pylon_store_backend *b, pylon_st
         return;
     }
     json_t *rows = NULL;
-    if (!b->changes_since(c, j->since, j->limit + 1, &rows, &err)) {
+    /* The newest events are in memory (a client that keeps up pulls only those); an older
+     * cursor reads the durable log. */
+    pylon_change_tail *tail = pylon_persistence_tail(j->api->writer);
+    if (!(tail && pylon_change_tail_since(tail, j->since, j->limit + 1, &rows)) &&
+        !b->changes_since(c, j->since, j->limit + 1, &rows, &err)) {
         pylon_http_respond_error(j->ex, err.status, err.code, err.message, NULL);
         free(j);
         return;

@@ -13,6 +13,7 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -843,6 +844,35 @@ describe('sync: retention (PYLON_CHANGELOG_RETAIN=10)', { timeout: 30000 }, () =
       const row = c.rows('Public').find((r) => r.id === id);
       assert.deepEqual({ title: row?.title, n: row?.n }, { title: 'keep me', n: 99 }, `after ${i + 1} more writes`);
     }
+  });
+
+  // The newest events (here up to the retention, 10) are also in memory: a cursor that keeps
+  // up is answered from there, an older one from the durable log, with the same rows.
+  it('6f. pulls near the head are answered from memory, older ones from the log, alike', async () => {
+    const tok = await session(port, 'user_tail');
+    const pulls = async () => {
+      const m = await new Promise((resolve, reject) => {
+        http.get({ host: '127.0.0.1', port, path: '/metrics', headers: { Accept: 'text/plain', Authorization: `Bearer ${ADMIN_TOKEN}` } }, (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (d) => (body += d)).on('end', () => resolve(body));
+        }).on('error', reject);
+      });
+      const count = (src) => Number(m.match(new RegExp(`pylon_sync_pulls_total\\{source="${src}"\\} (\\d+)`))?.[1]);
+      return { memory: count('memory'), log: count('log') };
+    };
+    for (let i = 0; i < 12; i++) await insertPublic(port, tok, { title: `t${i}`, n: i });
+    const head = await headSeq(port);
+    const before = await pulls();
+    assert.ok(Number.isInteger(before.memory) && Number.isInteger(before.log), JSON.stringify(before));
+    const near = await httpJson(port, 'GET', `/api/sync/pull?since=${head - 4}`, { token: tok });
+    const mid = await pulls();
+    assert.deepEqual([mid.memory - before.memory, mid.log - before.log], [1, 0], 'a cursor 4 behind: memory');
+    const far = await httpJson(port, 'GET', `/api/sync/pull?since=${head - 30}`, { token: tok });
+    const after = await pulls();
+    assert.deepEqual([after.memory - mid.memory, after.log - mid.log], [0, 1], 'a cursor 30 behind: the log');
+    assert.deepEqual(near.json.changes.map((e) => e.seq), [head - 3, head - 2, head - 1, head]);
+    assert.deepEqual(far.json.changes.slice(-4), near.json.changes, 'the same events either way');
+    assert.equal(near.json.changes[3].data.title, 't11');
   });
 });
 
