@@ -788,6 +788,11 @@ pylon_shard_result pylon_shard_input(pylon_shard *s, const char *sid, const char
     return PYLON_SHARD_OK;
 }
 
+void pylon_shard_count_dropped(pylon_shard *s)
+{
+    atomic_fetch_add_explicit(&s->inputs_dropped, 1, memory_order_relaxed);
+}
+
 /* A MSG_SUBSCRIBE holds a stream reference until the behaviour takes it; one that is never
  * delivered (the actor stopped before it) releases it here, or the stream would leak. */
 static void sub_msg_release(pylon_msg *m)

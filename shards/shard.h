@@ -123,6 +123,9 @@ typedef enum {
 /* Any thread. Queues an input; *server_seq is its per-shard sequence number (from 1). */
 pylon_shard_result pylon_shard_input(pylon_shard *s, const char *sid, const char *input_json,
                                      size_t len, uint64_t client_seq, uint64_t *server_seq);
+/* Any thread. Counts an input refused before it reached the queue (e.g. a WebSocket message
+ * that is not JSON) in inputs_dropped; nothing is queued, so no tick and no idle reset. */
+void pylon_shard_count_dropped(pylon_shard *s);
 /* Any thread. The stream receives one frame per tick from the next tick on, in `fmt` (SSE
  * streams get SSE events whatever fmt says). */
 pylon_shard_result pylon_shard_subscribe(pylon_shard *s, pylon_stream *st, const char *sid,

@@ -132,8 +132,9 @@ static void ws_message(void *user, pylon_stream *s, bool binary, const uint8_t *
                               cseq ? (uint64_t)json_integer_value(cseq) : 0, NULL);
         free(text);
     } else {
-        /* malformed: dropped (the connection survives); counted by the shard */
-        pylon_shard_input(sub->shard, sub->sid, "!", 1, 0, NULL);
+        /* malformed: dropped (the connection survives) and counted. Not queued: an
+         * event-driven shard would tick for it, and it would take a queue slot. */
+        pylon_shard_count_dropped(sub->shard);
     }
     json_decref(j);
 }

@@ -526,6 +526,47 @@ describe('shards', { timeout: 55000 }, () => {
     }
   });
 
+  // A malformed message is counted where it is refused: it is not queued, so an event-driven
+  // shard does not tick for it (it did: a placeholder input went through the queue).
+  it('6c. malformed WS input on an event-driven shard (tick_rate_hz 0): counted, no tick, no frame', async () => {
+    await createShard({ id: 'malformed0', tick_rate_hz: 0 });
+    const u = await guest();
+    const c = connect(shardUrl('malformed0', u.user_id), { token: u.token });
+    await c.opened();
+    for (const m of ['not json', '[1,2,3]', '{"input":{"dx":1},"client_seq":"3"}']) c.send(m);
+    await sleep(400);
+    const st = await status('malformed0');
+    assert.equal(st.inputs_dropped, 3, `inputs_dropped: ${JSON.stringify(st)}`);
+    assert.equal(st.tick, 0, `a malformed input made the shard tick: ${JSON.stringify(st)}`);
+    assert.equal(st.input_queue, 0);
+    assert.equal(c.frames.length, 0, 'no frame: no tick');
+    assert.equal(c.closeInfo, null, 'the connection survives');
+    c.send({ input: { dx: 1, dy: 0 }, client_seq: 1 });
+    const f = await c.nextFrame((fr) => fr.json.you?.ack === 1, 3000, 'ack 1 after the malformed inputs');
+    assert.equal(f.tick, 1, 'the valid input made the first tick');
+    assert.equal(f.json.you.sid, u.user_id);
+    assert.equal((await status('malformed0')).inputs_dropped, 3);
+  });
+
+  it('6d. a WS input flood beyond max_input_queue is counted in inputs_dropped; the socket stays open', async () => {
+    await createShard({ id: 'wsflood', tick_rate_hz: 1, max_input_queue: 2 });
+    const u = await guest();
+    const c = await subscriber('wsflood', u);
+    await c.nextFrame(() => true, 3000, 'a tick'); // right after a tick: the flood fits in one
+    for (let i = 1; i <= 10; i++) c.send({ input: { dx: 1, dy: 0 }, client_seq: i });
+    await sleep(200);
+    const st = await status('wsflood');
+    assert.ok(st.input_queue <= 2, `input_queue ${st.input_queue}`);
+    // At most two queue fills (a tick in between): 6 to 8 of the 10 are dropped.
+    assert.ok(st.inputs_dropped >= 6 && st.inputs_dropped <= 8, `inputs_dropped ${st.inputs_dropped} of 10`);
+    assert.equal(c.closeInfo, null, 'the flooding client is not disconnected');
+    const acked = await c.nextFrame((f) => f.json.you?.ack >= 1, 3000, 'the queued inputs applied');
+    assert.ok(acked.json.you.ack <= 4, `only queued inputs were applied: ack ${acked.json.you.ack}`);
+    c.send({ input: { dx: 0, dy: 0 }, client_seq: 20 });
+    await c.nextFrame((f) => f.json.you?.ack === 20, 3000, 'ack 20 after the flood');
+    assert.equal(c.closeInfo, null);
+  });
+
   it('7. idle shutdown: 10 idle ticks at 20 Hz with no subscribers stop the shard; a subscriber keeps it running', async () => {
     await createShard({ id: 'idle', idle_ticks_before_shutdown: 10 });
     const t0 = Date.now();
