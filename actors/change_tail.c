@@ -12,6 +12,7 @@ typedef struct tail_event {
     int64_t seq, ts_ms;
     pylon_change_kind kind;
     char *strings; /* one block: entity, row_id, then the insert's data text */
+    size_t strings_len;
     const char *entity, *row_id, *text;
     size_t text_len;
     json_t *fields; /* shared, immutable after the commit (the hub holds them too) */
@@ -81,6 +82,7 @@ static bool event_fill(tail_event *e, const pylon_change *c)
     memcpy(e->strings + el, c->row_id, rl);
     if (tl) memcpy(e->strings + el + rl, c->data_text, tl);
     e->strings[el + rl + tl] = '\0';
+    e->strings_len = el + rl + tl + 1;
     e->entity = e->strings;
     e->row_id = e->strings + el;
     e->text = tl ? e->strings + el + rl : NULL;
@@ -154,15 +156,32 @@ bool pylon_change_tail_since(pylon_change_tail *t, int64_t since, int64_t limit,
         else
             hi = mid;
     }
-    bool ok = true;
-    for (size_t k = lo; k < t->n && (int64_t)(k - lo) < limit; k++) {
-        json_t *row = event_row(&t->ring[(t->first + k) % t->cap]);
-        if (!row || json_array_append_new(out, row) != 0) {
+    /* Copies under the lock, JSON built after it: the writer appending after each commit
+     * never waits for a pull's parsing. */
+    size_t n = t->n - lo < (size_t)limit ? t->n - lo : (size_t)limit, got = 0;
+    tail_event *copy = n ? calloc(n, sizeof *copy) : NULL;
+    bool ok = !n || copy;
+    for (size_t k = 0; ok && k < n; k++, got++) {
+        const tail_event *e = &t->ring[(t->first + lo + k) % t->cap];
+        copy[k] = *e;
+        if (!(copy[k].strings = malloc(e->strings_len))) {
             ok = false;
             break;
         }
+        memcpy(copy[k].strings, e->strings, e->strings_len);
+        copy[k].entity = copy[k].strings + (e->entity - e->strings);
+        copy[k].row_id = copy[k].strings + (e->row_id - e->strings);
+        copy[k].text = e->text ? copy[k].strings + (e->text - e->strings) : NULL;
+        json_incref(copy[k].fields);
+        json_incref(copy[k].data);
     }
     pthread_rwlock_unlock(&t->lock);
+    for (size_t k = 0; k < got; k++) {
+        json_t *row = ok ? event_row(&copy[k]) : NULL;
+        if (!row || json_array_append_new(out, row) != 0) ok = false;
+        event_clear(&copy[k]);
+    }
+    free(copy);
     if (!ok) {
         json_decref(out);
         atomic_fetch_add_explicit(&t->log, 1, memory_order_relaxed);
