@@ -93,7 +93,9 @@ static inline bool pylon_aoi_box_contains(const pylon_aoi_box *b, double x, doub
 static inline long pylon_aoi_grid_cell(const pylon_aoi_grid *g, double v)
 {
     double c = v / g->cell_size;
-    return (long)(c < 0 ? c - 1 : c); /* floor for negatives too */
+    long i = (long)c; /* truncates toward zero: floor is one less for a negative fraction */
+    if ((double)i > c) i--;
+    return i;
 }
 
 /* Whether (x2, z2) is within the grid radius of (x1, z1). */
