@@ -22,6 +22,10 @@
 typedef struct player {
     char sid[64];
     uint32_t hash; /* pylon_hash_str(sid): find() compares it before the string */
+    /* sid as the contents of a JSON string (quotes, backslashes and control characters
+     * escaped), made once when the player is created; malloc'd, or NULL when the sid needs no
+     * escaping (nearly always). Sids are user ids or an admin's subscriber_id: any text. */
+    char *esc;
     double x, y, dx, dy;
     uint64_t ack;
 } player;
@@ -76,6 +80,70 @@ static void *arena_init(const pylon_sim_ctx *ctx, char *err, size_t errlen)
     return a;
 }
 
+/* The sid as snapshots and checkpoints write it between quotes. */
+static const char *sid_json(const player *p)
+{
+    return p->esc ? p->esc : p->sid;
+}
+
+/* The JSON escape of byte c, or NULL when it stands for itself. */
+static const char *escape_of(unsigned char c, char u[7])
+{
+    static const char HEX[] = "0123456789abcdef";
+    switch (c) {
+    case '"':
+        return "\\\"";
+    case '\\':
+        return "\\\\";
+    case '\n':
+        return "\\n";
+    case '\r':
+        return "\\r";
+    case '\t':
+        return "\\t";
+    case '\b':
+        return "\\b";
+    case '\f':
+        return "\\f";
+    }
+    if (c >= 0x20) return NULL;
+    memcpy(u, "\\u00", 4);
+    u[4] = HEX[c >> 4];
+    u[5] = HEX[c & 15];
+    u[6] = '\0';
+    return u;
+}
+
+/* *out = sid escaped for a JSON string (malloc'd), or NULL when it needs no escaping; false
+ * when out of memory. */
+static bool escape_sid(const char *sid, char **out)
+{
+    char u[7];
+    size_t n = 0;
+    bool needed = false;
+    for (const unsigned char *c = (const unsigned char *)sid; *c; c++) {
+        const char *e = escape_of(*c, u);
+        n += e ? strlen(e) : 1;
+        needed |= e != NULL;
+    }
+    *out = NULL;
+    if (!needed) return true;
+    char *t = malloc(n + 1), *w = t;
+    if (!t) return false;
+    for (const unsigned char *c = (const unsigned char *)sid; *c; c++) {
+        const char *e = escape_of(*c, u);
+        if (e) {
+            memcpy(w, e, strlen(e));
+            w += strlen(e);
+        } else {
+            *w++ = (char)*c;
+        }
+    }
+    *w = '\0';
+    *out = t;
+    return true;
+}
+
 /* Every input and every subscriber's frame looks its player up: the hash first, so the
  * string compare runs once instead of for every player before it. */
 static player *find(arena *a, const char *sid, bool create)
@@ -91,10 +159,12 @@ static player *find(arena *a, const char *sid, bool create)
         a->players = np;
         a->cap = cap;
     }
-    player *p = &a->players[a->n++];
-    a->dirty = true;
+    player *p = &a->players[a->n];
     memset(p, 0, sizeof *p);
     pylon_fmt_copy(p->sid, sizeof p->sid, sid);
+    if (!escape_sid(p->sid, &p->esc)) return NULL; /* of the stored (maybe truncated) sid */
+    a->n++;
+    a->dirty = true;
     p->hash = h;
     /* Spawn spread over the arena, deterministically from the sid (replays reproduce it). */
     p->x = (double)(h % 1000) / 1000.0 * a->width;
@@ -180,7 +250,8 @@ static bool rebuild(arena *a)
     size_t at = 0;
     for (size_t i = 0; i < a->n; i++) {
         player *p = &a->players[i];
-        size_t sl = strlen(p->sid), need = at + sl + 2 * FIXED2_MAX + 32;
+        const char *sid = sid_json(p);
+        size_t sl = strlen(sid), need = at + sl + 2 * FIXED2_MAX + 32;
         if (need > a->text_cap) {
             size_t cap = a->text_cap ? a->text_cap : 1024;
             while (cap < need)
@@ -193,7 +264,7 @@ static bool rebuild(arena *a)
         char *t = a->text + at;
         a->off[i] = at;
         memcpy(t, "{\"sid\":\"", 8);
-        memcpy(t + 8, p->sid, sl);
+        memcpy(t + 8, sid, sl);
         t += 8 + sl;
         memcpy(t, "\",\"x\":", 6);
         t += 6;
@@ -225,7 +296,7 @@ static void arena_snapshot(void *state, const char *sid, pylon_sim_out *out)
         pylon_sim_out_put(out, ack, al);
     } else if (me) {
         pylon_sim_out_printf(out, "{\"you\":{\"sid\":\"%s\",\"x\":%.2f,\"y\":%.2f,\"ack\":%llu},",
-                             me->sid, me->x, me->y, (unsigned long long)me->ack);
+                             sid_json(me), me->x, me->y, (unsigned long long)me->ack);
     } else {
         pylon_sim_out_put(out, "{\"you\":null,", 12);
     }
@@ -239,7 +310,8 @@ static void arena_snapshot(void *state, const char *sid, pylon_sim_out *out)
         if (cached)
             pylon_sim_out_put(out, a->text + a->off[i], a->len[i]);
         else
-            pylon_sim_out_printf(out, "{\"sid\":\"%s\",\"x\":%.2f,\"y\":%.2f}", p->sid, p->x, p->y);
+            pylon_sim_out_printf(out, "{\"sid\":\"%s\",\"x\":%.2f,\"y\":%.2f}", sid_json(p), p->x,
+                                 p->y);
         first = false;
     }
     pylon_sim_out_put(out, "]}", 2);
@@ -258,8 +330,8 @@ static bool arena_save(void *state, pylon_sim_out *out)
                          a->width, a->height, a->speed);
     for (size_t i = 0; i < a->n; i++) {
         player *p = &a->players[i];
-        pylon_sim_out_printf(out, "%s[\"%s\",%.17g,%.17g,%.17g,%.17g,%llu]", i ? "," : "", p->sid,
-                             p->x, p->y, p->dx, p->dy, (unsigned long long)p->ack);
+        pylon_sim_out_printf(out, "%s[\"%s\",%.17g,%.17g,%.17g,%.17g,%llu]", i ? "," : "",
+                             sid_json(p), p->x, p->y, p->dx, p->dy, (unsigned long long)p->ack);
     }
     return pylon_sim_out_put(out, "]}", 2);
 }
@@ -313,6 +385,8 @@ static void *arena_restore(const pylon_sim_ctx *ctx, const char *bytes, size_t l
 static void arena_destroy(void *state)
 {
     arena *a = state;
+    for (size_t i = 0; i < a->n; i++)
+        free(a->players[i].esc);
     free(a->text);
     free(a->off);
     free(a->len);

@@ -252,6 +252,20 @@ describe('shards', { timeout: 55000 }, () => {
     assert.ok(st.inputs_dropped >= rejected.length, `inputs_dropped ${st.inputs_dropped} ≥ ${rejected.length}`);
   });
 
+  // A sid is any text (the admin picks subscriber_id for bots): the arena writes it JSON-escaped.
+  it('2c. a sid with a quote, a backslash and a newline: every frame still parses and carries it', async () => {
+    await createShard({ id: 'escape' });
+    const spectator = await subscriber('escape', await guest());
+    const sid = 'bot "one"\\two\nthree';
+    const r = await api('POST', '/api/shards/escape/input', { token: ADMIN, body: { input: { dx: 1, dy: 0 }, subscriber_id: sid } });
+    assert.equal(r.status, 200, r.body);
+    const f = await spectator.nextFrame((fr) => fr.json.players.some((p) => p.sid === sid), 3000, 'the player with the odd sid');
+    assert.equal(f.json.you, null);
+    await framesDuring(spectator, 200);
+    assert.deepEqual(spectator.badFrames, [], 'every frame is JSON');
+    assert.ok(spectator.last.json.players.some((p) => p.sid === sid));
+  });
+
   it('3. area of interest (aoi_cell 100, aoi_radius 1): far players are hidden until one walks within one cell', async () => {
     const W = 10000;
     const cfg = { width: W, height: W, speed: 1000, aoi_cell: 100, aoi_radius: 1 };

@@ -1,8 +1,10 @@
 /* The arena simulation's snapshot text: its fast number formatting must write exactly what
- * printf("%.2f") writes (clients and tests read these values), ties and odd values included. */
+ * printf("%.2f") writes (clients and tests read these values), ties and odd values included;
+ * sids are JSON-escaped in snapshots and checkpoints. */
 #include "pylon/sim.h"
 
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -109,4 +111,58 @@ Test(arena, ack_is_written_unsigned)
     cr_assert_not_null(strstr(o.data, "\"ack\":18446744073709551615},"), "%s", o.data);
     v->destroy(a);
     free(o.data);
+}
+
+/* Sids are any text (user ids, an admin's subscriber_id): snapshots and checkpoints write them
+ * JSON-escaped, so frames with quotes, backslashes or control characters in a sid still parse. */
+Test(arena, sids_are_json_escaped)
+{
+    const pylon_sim_vtable *v = pylon_sim_arena();
+    pylon_sim_ctx ctx = {.shard_id = "t", .tick_rate_hz = 20, .config_json = "{}"};
+    char err[100];
+    void *a = v->init(&ctx, err, sizeof err);
+    const char *odd = "q\"uo\\te\nline\t\x01\x1f/é";
+    cr_assert(v->apply_input(a, odd, "{\"dx\":1,\"dy\":0}", 15, 4));
+    cr_assert(v->apply_input(a, "plain", "{\"dx\":0,\"dy\":0}", 15, 1));
+    v->tick(a, 0.05);
+    for (int round = 0; round < 2; round++) { /* formatted, then from the cached entries */
+        for (int who = 0; who < 3; who++) {
+            const char *sid = who == 0 ? odd : who == 1 ? "plain" : "spectator";
+            pylon_sim_out o = {0};
+            v->snapshot_for(a, sid, &o);
+            json_error_t je;
+            json_t *j = json_loadb(o.data, o.len, 0, &je);
+            cr_assert_not_null(j, "snapshot for %s is not JSON (%s): %.*s", sid, je.text,
+                               (int)o.len, o.data);
+            if (who == 0) {
+                cr_assert_str_eq(
+                    json_string_value(json_object_get(json_object_get(j, "you"), "sid")), odd);
+                cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "you"), "ack")),
+                             4);
+            }
+            bool seen = false;
+            size_t i;
+            json_t *pl;
+            json_array_foreach(json_object_get(j, "players"), i, pl)
+            {
+                if (strcmp(json_string_value(json_object_get(pl, "sid")), odd) == 0) seen = true;
+            }
+            cr_assert(seen, "%s sees the player %s: %.*s", sid, odd, (int)o.len, o.data);
+            json_decref(j);
+            free(o.data);
+        }
+    }
+    /* A checkpoint keeps the sid: saved, restored, the same snapshot. */
+    pylon_sim_out saved = {0}, before = {0}, after = {0};
+    cr_assert(v->save(a, &saved));
+    void *b = v->restore(&ctx, saved.data, saved.len);
+    cr_assert_not_null(b, "restore of %.*s", (int)saved.len, saved.data);
+    v->snapshot_for(a, odd, &before);
+    v->snapshot_for(b, odd, &after);
+    cr_assert_str_eq(after.data, before.data);
+    v->destroy(a);
+    v->destroy(b);
+    free(saved.data);
+    free(before.data);
+    free(after.data);
 }
