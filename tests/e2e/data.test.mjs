@@ -960,3 +960,36 @@ describe('group commit under concurrency, test reset', { timeout: 30000 }, () =>
     }
   });
 });
+
+// The writer's queue is bounded (PYLON_WRITE_QUEUE_MAX): past it a write is refused at once
+// with 503 OVERLOADED and Retry-After, never queued without bound, and nothing of it is written.
+describe('a full write queue: 503 OVERLOADED (PYLON_WRITE_QUEUE_MAX=1)', { timeout: 30000 }, () => {
+  let main;
+  before(async () => {
+    main = srv;
+    srv = await startPylon({ args: ['dev'], env: { PYLON_MANIFEST: MANIFEST, PYLON_ADMIN_TOKEN: ADMIN_TOKEN, PYLON_WRITE_QUEUE_MAX: 1 } });
+  });
+  after(async () => {
+    await srv?.dispose();
+    srv = main; // the file's server, disposed by the top-level after()
+  });
+
+  it('a burst of 300 concurrent inserts: some refused with 503 + Retry-After, each accepted one stored, no refused one', async () => {
+    const results = await Promise.all(Array.from({ length: 300 }, (_, i) => call('POST', '/api/entities/Todo', todo({ title: `burst ${i}` }))));
+    const ok = results.filter((r) => r.status === 201);
+    const refused = results.filter((r) => r.status === 503);
+    assert.equal(ok.length + refused.length, 300, `only 201 and 503: ${[...new Set(results.map((r) => r.status))]}`);
+    assert.ok(refused.length > 0, 'with one queue slot, a burst of 300 overflows it');
+    assert.ok(ok.length > 0, 'and the writer keeps committing');
+    for (const r of refused) {
+      const e = assertErrorEnvelope(r, 503, 'OVERLOADED');
+      assert.match(e.message, /Too many writes are queued/);
+      assert.equal(r.headers['retry-after'], '1');
+    }
+    const stored = (await admin('GET', '/api/export/Todo')).json.entities.Todo.map((t) => t.title).filter((t) => t.startsWith('burst '));
+    const acked = results.map((r, i) => (r.status === 201 ? `burst ${i}` : null)).filter(Boolean);
+    assert.deepEqual(stored.sort(), acked.sort(), 'exactly the acknowledged inserts are stored');
+    // once the burst is over, writes go through again
+    assert.equal((await call('POST', '/api/entities/Todo', todo({ title: 'after' }))).status, 201);
+  });
+});

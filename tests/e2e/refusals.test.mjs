@@ -98,6 +98,8 @@ describe('bad values name the variable and the expected form', { timeout: 30000 
     await expectRefusal(['serve'], env({ PYLON_WS_URL: 'http://example.com' }), 'PYLON_WS_URL', 'wss://');
     await expectRefusal(['serve'], env({ PYLON_ROOM_IDLE_SECS: '0' }), 'PYLON_ROOM_IDLE_SECS');
     await expectRefusal(['serve'], env({ PYLON_ROOM_IDLE_SECS: 'soon' }), 'PYLON_ROOM_IDLE_SECS', 'expected a whole number');
+    await expectRefusal(['serve'], env({ PYLON_WRITE_QUEUE_MAX: '0' }), 'PYLON_WRITE_QUEUE_MAX');
+    await expectRefusal(['serve'], env({ PYLON_WRITE_QUEUE_MAX: 'lots' }), 'PYLON_WRITE_QUEUE_MAX', 'expected a whole number');
   });
 
   it('an invalid manifest stops the start with the exact place and cause', async () => {

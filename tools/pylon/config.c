@@ -119,6 +119,8 @@ bool pylon_config_load(pylon_config *cfg, pylon_mode mode, const char *port_flag
     cfg->shard_checkpoint_secs = (unsigned)v;
     if (!pylon_env_int("PYLON_CHANGELOG_RETAIN", 100000, 1, 1000000000, &v, &e)) goto bad;
     cfg->changelog_retain = v;
+    if (!pylon_env_int("PYLON_WRITE_QUEUE_MAX", 20000, 1, 1000000, &v, &e)) goto bad;
+    cfg->write_queue_max = (unsigned)v;
     if (!pylon_env_int("PYLON_ROOM_IDLE_SECS", 120, 1, 86400, &v, &e)) goto bad;
     cfg->room_idle_secs = (unsigned)v;
     if (!pylon_env_int("PYLON_IO_THREADS", 1, 1, 64, &v, &e)) goto bad;

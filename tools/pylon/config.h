@@ -38,6 +38,7 @@ typedef struct pylon_config {
     unsigned sqlite_mmap_mb; /* PYLON_SQLITE_MMAP_MB; 0 = SQLite reads with pread */
     unsigned drain_secs;
     int64_t changelog_retain; /* PYLON_CHANGELOG_RETAIN */
+    unsigned write_queue_max; /* PYLON_WRITE_QUEUE_MAX: writes queued before 503 OVERLOADED */
     unsigned room_idle_secs;  /* PYLON_ROOM_IDLE_SECS */
     unsigned io_threads;
     unsigned rate_max, rate_window_s; /* per client IP; 0 = unlimited */

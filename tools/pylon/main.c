@@ -238,7 +238,7 @@ static int serve(const pylon_config *cfg)
     pylon_persistence_options po = {.backend = &pylon_store_sqlite,
                                     .target = cfg->db_path,
                                     .manifest = manifest,
-                                    .queue_max = 20000,
+                                    .queue_max = cfg->write_queue_max,
                                     .retain = cfg->changelog_retain,
                                     .on_changes = pylon_hub_on_changes,
                                     .listener_ctx = hub};
