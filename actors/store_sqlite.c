@@ -9,11 +9,13 @@
 #include "actors/schema.h"
 #include "actors/store.h"
 #include "engine/hash.h"
+#include "engine/log.h"
 
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -476,6 +478,23 @@ static bool exec(pylon_store_conn *c, const char *sql, pylon_store_error *err)
     return false;
 }
 
+/* What applying the manifest changed, one log line each (also in _pylon_schema_history), and
+ * what it left alone on purpose (a removed field's column stays, ...) as warnings. */
+static void log_schema_changes(const char *summary)
+{
+    for (const char *line = summary; line && *line;) {
+        const char *end = strchr(line, '\n');
+        int len = (int)(end ? end - line : (ptrdiff_t)strlen(line));
+        if (len > 0) {
+            if (strncmp(line, "warning: ", 9) == 0)
+                pylon_log_warn("db", "schema: %.*s", len - 9, line + 9);
+            else
+                pylon_log_info("db", "schema: %.*s", len, line);
+        }
+        line = end ? end + 1 : line + len;
+    }
+}
+
 static pylon_store_conn *sq_open(const char *target, bool writer, const pylon_manifest *m,
                                  pylon_store_error *err)
 {
@@ -537,6 +556,7 @@ static pylon_store_conn *sq_open(const char *target, bool writer, const pylon_ma
             sq_close(c);
             return NULL;
         }
+        log_schema_changes(summary);
         free(summary);
         /* The sync layer's bookkeeping: the compaction boundary, and the per-row index the
          * compaction walks. */
