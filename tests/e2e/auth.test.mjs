@@ -229,6 +229,36 @@ describe('serve mode', { timeout: 30000 }, () => {
   });
 });
 
+// PYLON_COOKIE_NAME, _DOMAIN, _SAMESITE (or the original's _SAME_SITE) and _SECURE shape the
+// session cookie, on the cookie that logs in and on the one that logs out alike.
+describe('cookie settings (PYLON_COOKIE_*)', { timeout: 30000 }, () => {
+  const ORIGIN = SERVE_ENV.PYLON_CORS_ORIGIN;
+  it('name, domain, SameSite=Strict and Secure=false are used; the cookie of that name authenticates', async () => {
+    const srv = await start({
+      args: ['serve'],
+      env: { ...SERVE_ENV, PYLON_MANIFEST: MANIFEST, PYLON_COOKIE_NAME: 'sid', PYLON_COOKIE_DOMAIN: '.app.example', PYLON_COOKIE_SAMESITE: 'strict', PYLON_COOKIE_SECURE: 'false' },
+    });
+    const res = await guest(srv, { Origin: ORIGIN });
+    const [c] = setCookies(res);
+    assert.equal(c.name, 'sid');
+    assert.equal(c.value, res.json.token);
+    assert.deepEqual(c.attrs, ['Path=/', 'Domain=.app.example', 'HttpOnly', 'SameSite=Strict', 'Max-Age=2592000'], c.raw);
+    assert.equal((await me(srv, { cookie: `sid=${res.json.token}` })).user_id, res.json.user_id);
+    assert.deepEqual(await me(srv, { cookie: `${COOKIE}=${res.json.token}` }), ANONYMOUS, 'the default name is not read');
+    const out = await call(srv, 'POST', '/api/auth/logout', { cookie: `sid=${res.json.token}`, headers: { Origin: ORIGIN } });
+    const [gone] = setCookies(out);
+    assert.deepEqual([gone.name, gone.value], ['sid', '']);
+    assert.deepEqual(gone.attrs, ['Path=/', 'Domain=.app.example', 'HttpOnly', 'SameSite=Strict', 'Max-Age=0'], gone.raw);
+    assert.deepEqual(await me(srv, { cookie: `sid=${res.json.token}` }), ANONYMOUS);
+  });
+
+  it('SameSite=None (the original spelling PYLON_COOKIE_SAME_SITE) makes the cookie Secure', async () => {
+    const srv = await start({ args: ['serve'], env: { ...SERVE_ENV, PYLON_MANIFEST: MANIFEST, PYLON_COOKIE_SAME_SITE: 'none' } });
+    const [c] = setCookies(await guest(srv, { Origin: ORIGIN }));
+    assert.deepEqual(c.attrs, ['Path=/', 'HttpOnly', 'Secure', 'SameSite=None', 'Max-Age=2592000'], c.raw);
+  });
+});
+
 describe('session lifetime', { timeout: 40000 }, () => {
   it('sessions survive a restart on the same PYLON_SESSION_DB; revoked ones stay revoked', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pylon-e2e-auth-'));
