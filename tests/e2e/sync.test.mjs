@@ -684,6 +684,34 @@ describe('sync: back-pressure (PYLON_WS_MAX_BACKLOG=4096)', { timeout: 40000 }, 
     assert.deepEqual(c.closes.map((x) => x.code), [], `an idle client that reads was closed for one ${6000}-byte event`);
     assert.ok(c.live.some((e) => e.row_id === id), 'the event was delivered live');
   });
+
+  // The same as 4, told from the slow client's side: a SyncClient (behaving like the stock
+  // client) whose socket stops reading is closed with 1013, reconnects after pulling, and ends
+  // with every row and no event applied twice.
+  it('4c. the slow client itself is closed with 1013, pulls, reconnects and holds every row', async () => {
+    const slow = new SyncClient({ port, token: tok, name: 'slow', baseDelayMs: 100, maxDelayMs: 400 });
+    clients.push(slow);
+    await slow.start();
+    await slow.waitFor((c) => c.connected, 5000, 'connected');
+    const before = slow.cursor;
+    slow.sock._socket.pause(); // stops reading: the kernel buffers fill, then the server's bound
+    const title = 'z'.repeat(3000);
+    for (let i = 0; i < 3000; i += 250) {
+      const operations = [];
+      for (let k = i; k < i + 250; k++) operations.push({ op: 'insert', entity: 'Public', data: { title: `slow ${k}:${title}`, n: k } });
+      const res = await httpJson(port, 'POST', '/api/batch', { token: ADMIN_TOKEN, body: { operations }, timeoutMs: 15000 });
+      assert.equal(res.status, 200, res.body.slice(0, 300));
+    }
+    const head = await headSeq(port);
+    await sleep(300);
+    slow.sock._socket.resume();
+    await slow.waitFor((c) => c.closes.some((x) => x.code === 1013), 10000, 'the 1013 close');
+    await slow.waitFor((c) => c.connected && c.cursor >= head, 15000, 'the reconnect after a pull');
+    assert.ok(slow.pulls.some((p) => p.since > before), 'it pulled what it missed before reconnecting');
+    const want = await serverRows(port, 'Public', tok);
+    assert.deepEqual(canon(slow.rows('Public')), canon(want), 'every row, nothing missing');
+    assertStrictlyIncreasing(slow);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
