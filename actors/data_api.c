@@ -383,7 +383,13 @@ static void run_read(pylon_read_req *req, const pylon_store_backend *b, pylon_st
         return;
     case R_LOOKUP: {
         json_t *filter = json_object();
-        json_object_set_new(filter, j->field ? j->field->name : "id", json_string(j->id));
+        /* the URL's text as the field's type (lookup() checked it parses) */
+        pylon_field_type t = j->field ? j->field->type : PYLON_FIELD_STRING;
+        json_t *v = t == PYLON_FIELD_INT     ? json_integer(strtoll(j->id, NULL, 10))
+                    : t == PYLON_FIELD_FLOAT ? json_real(strtod(j->id, NULL))
+                    : t == PYLON_FIELD_BOOL  ? json_boolean(j->id[0] == 't')
+                                             : json_string(j->id);
+        json_object_set_new(filter, j->field ? j->field->name : "id", v);
         json_object_set_new(filter, "$limit", json_integer(1));
         pylon_store_query q = {.filter = filter, .limit = -1};
         bool ok = b->find(c, j->e, &q, &rows, &err);
@@ -585,13 +591,26 @@ static void lookup(pylon_http_exchange *ex, void *ctx)
                                  pylon_entity_unknown_column(e, field, buf, sizeof buf), NULL);
         return;
     }
-    if (f && f->type != PYLON_FIELD_STRING && f->type != PYLON_FIELD_ID &&
-        f->type != PYLON_FIELD_RICHTEXT && f->type != PYLON_FIELD_DATETIME) {
-        pylon_http_respond_error(ex, 400, "INVALID_QUERY",
-                                 "Lookup works on text fields; use POST /api/query/<Entity> for "
-                                 "numbers and booleans",
-                                 NULL);
-        return;
+    /* The value comes as text from the URL; a number or boolean field gets it as such (a
+     * unique int, e.g. an order number, is a natural lookup key). */
+    if (f && (f->type == PYLON_FIELD_INT || f->type == PYLON_FIELD_FLOAT)) {
+        char *end = NULL;
+        double d = strtod(value, &end);
+        if (!value[0] || *end || (f->type == PYLON_FIELD_INT && d != (double)(long long)d)) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "%s.%s is %s: \"%.100s\" is not one", e->name, f->name,
+                     f->type == PYLON_FIELD_INT ? "an integer" : "a number", value);
+            pylon_http_respond_error(ex, 400, "INVALID_QUERY", msg, NULL);
+            return;
+        }
+    } else if (f && f->type == PYLON_FIELD_BOOL) {
+        if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "%s.%s is a boolean: use true or false, not \"%.100s\"",
+                     e->name, f->name, value);
+            pylon_http_respond_error(ex, 400, "INVALID_QUERY", msg, NULL);
+            return;
+        }
     }
     read_job *j = job_new(api, ex, e, R_LOOKUP);
     if (!j) return;

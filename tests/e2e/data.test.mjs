@@ -394,6 +394,21 @@ describe('GET /api/lookup', { timeout: 10000 }, () => {
     assertErrorEnvelope(await call('GET', '/api/lookup/Todo/bogus/x'), 400, 'INVALID_COLUMN');
     assertErrorEnvelope(await call('GET', '/api/lookup/Nope/slug/x'), 404, 'ENTITY_NOT_FOUND');
   });
+
+  it('a number or boolean field is looked up by its value; text that is not one is a 400', async () => {
+    const id = await insertTodo({ slug: 'by-number', priority: 424242, done: true });
+    const res = await call('GET', '/api/lookup/Todo/priority/424242');
+    assert.equal(res.status, 200, res.body);
+    assert.equal(res.json.id, id);
+    assertErrorEnvelope(await call('GET', '/api/lookup/Todo/priority/424243'), 404, 'NOT_FOUND');
+    const done = await call('GET', '/api/lookup/Todo/done/true');
+    assert.equal(done.status, 200, done.body);
+    assert.equal(done.json.done, true);
+    for (const [p, why] of [['priority/abc', /Todo\.priority is an integer: "abc" is not one/], ['priority/1.5', /an integer/], ['done/yes', /Todo\.done is a boolean: use true or false/]]) {
+      const e = assertErrorEnvelope(await call('GET', `/api/lookup/Todo/${p}`), 400, 'INVALID_QUERY');
+      assert.match(e.message, why);
+    }
+  });
 });
 
 describe('bad input: exact errors, nothing written', { timeout: 20000 }, () => {
