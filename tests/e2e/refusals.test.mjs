@@ -114,6 +114,19 @@ describe('bad values name the variable and the expected form', { timeout: 30000 
       const r = await runPylon(['serve'], { env: { ...SERVE_ENV, PYLON_PORT: port, PYLON_MANIFEST: file } });
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /entities\[0\]\.fields\[0\]\.type: unknown type "strng"/);
+      // A policy expression that does not parse would deny everything at run time (any parse
+      // error denies); it is caught at start instead, with where and why.
+      const badPolicy = path.join(dir, 'bad-policy.json');
+      fs.writeFileSync(badPolicy, JSON.stringify({
+        manifest_version: 1, name: 'x', version: '1', routes: [],
+        entities: [{ name: 'Note', indexes: [], fields: [{ name: 'ownerId', type: 'string', optional: false, unique: false }] }],
+        policies: [{ name: 'owner', entity: 'Note', allowRead: 'auth.userId == data.ownerId &&', allowInsert: 'true' }],
+      }));
+      const p = await runPylon(['serve'], { env: { ...SERVE_ENV, PYLON_PORT: port, PYLON_MANIFEST: badPolicy } });
+      assert.equal(p.code, 1, p.stderr);
+      assert.match(p.stderr, /polic/i);
+      assert.match(p.stderr, /allowRead/);
+      assert.equal(p.stderr.trim().split('\n').length, 1, p.stderr);
       const missing = await runPylon(['serve'], { env: { ...SERVE_ENV, PYLON_PORT: port, PYLON_MANIFEST: path.join(dir, 'nope.json') } });
       assert.equal(missing.code, 1);
       assert.match(missing.stderr, /PYLON_MANIFEST/);
