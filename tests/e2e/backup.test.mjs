@@ -30,9 +30,10 @@ const MANIFEST = {
   routes: [],
 };
 
-function run(args, { cwd, env }) {
+function run(args, { cwd, env, input }) {
   return new Promise((resolve, reject) => {
-    const child = spawn(PYLON_BIN, args, { cwd, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(PYLON_BIN, args, { cwd, env: childEnv(env), stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    if (input !== undefined) child.stdin.end(input);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
@@ -60,6 +61,8 @@ describe('backup while writing, restore elsewhere', { timeout: 60000 }, () => {
     fs.mkdirSync(path.join(root, 'live', 'uploads', 'a'), { recursive: true });
     fs.writeFileSync(path.join(root, 'live', 'uploads', 'a', 'file.txt'), 'hello');
     const srv = await startPylon({ args: ['dev'], env: live });
+    const minted = await request(srv.port, { method: 'POST', path: '/api/auth/session', body: JSON.stringify({ user_id: 'kept-user' }) });
+    assert.equal(minted.status, 201, minted.body);
     let acked = 0;
     let stop = false;
     try {
@@ -129,6 +132,8 @@ describe('backup while writing, restore elsewhere', { timeout: 60000 }, () => {
         assert.ok(ns.length <= acked, `${ns.length} rows restored, only ${acked} acknowledged`);
         ns.forEach((n, i) => assert.equal(n, i + 1, `row ${i + 1} of the prefix is n=${n}`));
         for (const row of res.json) assert.equal(row.text, `entry ${row.n}`.padEnd(200, '.'));
+        const me = await request(back.port, { path: '/api/auth/me', headers: { authorization: `Bearer ${minted.json.token}` } });
+        assert.equal(me.json.user_id, 'kept-user', 'the session database came back too');
       } finally {
         await back.dispose();
       }
@@ -147,6 +152,37 @@ describe('backup while writing, restore elsewhere', { timeout: 60000 }, () => {
       assert.match(r.stderr, /not a backup/);
       const u = await run(['backup'], { cwd: root, env: {} });
       assert.equal(u.code, 64, 'a missing directory is a usage error');
+
+      // Without --yes it asks; anything but y/yes cancels and changes nothing.
+      const env = { PYLON_MANIFEST: path.join(root, 'manifest.json'), PYLON_DB_PATH: path.join(root, 'live.db'), PYLON_SESSION_DB: path.join(root, 'sessions.db'), PYLON_FILES_DIR: path.join(root, 'up') };
+      fs.writeFileSync(env.PYLON_MANIFEST, JSON.stringify(MANIFEST));
+      const srv = await startPylon({ args: ['dev'], env });
+      const res = await request(srv.port, { method: 'POST', path: '/api/entities/Entry', body: JSON.stringify({ n: 1, text: 'in the backup' }) });
+      assert.equal(res.status, 201, res.body);
+      const bundle = path.join(root, 'b');
+      assert.equal((await run(['backup', bundle], { cwd: root, env })).code, 0);
+      await request(srv.port, { method: 'POST', path: '/api/entities/Entry', body: JSON.stringify({ n: 2, text: 'after the backup' }) });
+      await srv.dispose(); // stopped, as the prompt asks
+      const rows = async () => {
+        const s2 = await startPylon({ args: ['dev'], env });
+        try {
+          return (await request(s2.port, { method: 'POST', path: '/api/query/Entry', body: JSON.stringify({ $order: { n: 'asc' } }) })).json.map((r) => r.n);
+        } finally {
+          await s2.dispose();
+        }
+      };
+      for (const answer of ['n\n', '\n', 'maybe\n', '']) {
+        const no = await run(['restore', bundle], { cwd: root, env, input: answer });
+        assert.equal(no.code, 0, no.stderr);
+        assert.match(no.stderr, /Continue\? \[y\/N\]/);
+        assert.match(no.stderr, /restore cancelled/);
+      }
+      assert.deepEqual(await rows(), [1, 2], 'a cancelled restore changes nothing');
+      const yes = await run(['restore', bundle], { cwd: root, env, input: 'y\n' });
+      assert.equal(yes.code, 0, yes.stderr);
+      assert.doesNotMatch(yes.stderr, /cancelled/);
+      assert.deepEqual(await rows(), [1], 'back to the backup');
+      assert.ok(!fs.existsSync(`${env.PYLON_DB_PATH}.restoring`), 'no copy left beside it');
     } finally {
       fs.rmSync(root, { recursive: true, force: true });
     }

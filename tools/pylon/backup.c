@@ -231,15 +231,24 @@ int pylon_restore_run(const pylon_config *cfg, const char *dir, bool yes, bool j
             *slash = '\0';
             mkdirs(dirc);
         }
-        /* The old database and its WAL go entirely: the restored one must not replay them. */
-        char side[PATH_MAX];
-        unlink(dbs[i].live);
+        /* Copied beside the live file first: a failed copy leaves the live database as it
+         * was. Then the old database and its WAL go entirely (the restored one must not replay
+         * them) and the copy takes its name. */
+        char side[PATH_MAX], tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s.restoring", dbs[i].live);
+        unlink(tmp);
+        if (copy_db(path, tmp, err, sizeof err) != 0) {
+            unlink(tmp);
+            fprintf(stderr, "pylon restore: %s (%s left as it was)\n", err, dbs[i].live);
+            return 1;
+        }
         snprintf(side, sizeof side, "%s-wal", dbs[i].live);
         unlink(side);
         snprintf(side, sizeof side, "%s-shm", dbs[i].live);
         unlink(side);
-        if (copy_db(path, dbs[i].live, err, sizeof err) != 0) {
-            fprintf(stderr, "pylon restore: %s\n", err);
+        if (rename(tmp, dbs[i].live) != 0) {
+            fprintf(stderr, "pylon restore: renaming %s to %s: %s\n", tmp, dbs[i].live,
+                    strerror(errno));
             return 1;
         }
         restored++;
