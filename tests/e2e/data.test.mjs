@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 
 import { assertErrorEnvelope, request } from './lib/http.mjs';
-import { ADMIN_TOKEN, startPylon } from './lib/server.mjs';
+import { ADMIN_TOKEN, SERVE_ENV, startPylon } from './lib/server.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MANIFEST = path.join(HERE, 'fixtures', 'data.manifest.json');
@@ -970,8 +970,20 @@ describe('group commit under concurrency, test reset', { timeout: 30000 }, () =>
       assert.equal((await post('/api/entities/Todo', todo())).status, 201);
       const pull = await request(mem.port, { method: 'GET', path: '/api/sync/pull?since=0', headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
       assert.deepEqual(pull.json.changes.map((e) => e.seq), [h + 1], `a seq is never handed out twice: ${pull.body}`);
+      // the same from the in-memory tail (emptied by the reset too)
+      const near = await request(mem.port, { method: 'GET', path: `/api/sync/pull?since=${h}`, headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+      assert.deepEqual(near.json.changes.map((e) => e.seq), [h + 1], near.body);
     } finally {
       await mem.stop();
+    }
+    // serve mode never offers it, even on :memory: (DECISIONS.md §1: dev + in-memory + loopback)
+    const served = await startPylon({ args: ['serve'], env: { ...SERVE_ENV, PYLON_MANIFEST: MANIFEST, PYLON_DB_PATH: ':memory:' } });
+    try {
+      const r = await request(served.port, { method: 'POST', path: '/api/__test__/reset', headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+      const e = assertErrorEnvelope(r, 403, 'RESET_REFUSED');
+      assert.match(e.message, /dev mode \+ in-memory DB/);
+    } finally {
+      await served.stop();
     }
   });
 });
