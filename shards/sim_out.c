@@ -41,3 +41,46 @@ bool pylon_sim_out_printf(pylon_sim_out *o, const char *fmt, ...)
     free(big);
     return ok;
 }
+
+/* The JSON escape of byte c, or NULL when it stands for itself. */
+static const char *escape_of(unsigned char c, char u[7])
+{
+    static const char HEX[] = "0123456789abcdef";
+    switch (c) {
+    case '"':
+        return "\\\"";
+    case '\\':
+        return "\\\\";
+    case '\n':
+        return "\\n";
+    case '\r':
+        return "\\r";
+    case '\t':
+        return "\\t";
+    case '\b':
+        return "\\b";
+    case '\f':
+        return "\\f";
+    }
+    if (c >= 0x20) return NULL;
+    memcpy(u, "\\u00", 4);
+    u[4] = HEX[c >> 4];
+    u[5] = HEX[c & 15];
+    u[6] = '\0';
+    return u;
+}
+
+bool pylon_sim_out_json_escaped(pylon_sim_out *o, const char *s)
+{
+    char u[7];
+    const char *run = s; /* bytes that stand for themselves go out in runs */
+    for (const char *c = s;; c++) {
+        const char *e = *c ? escape_of((unsigned char)*c, u) : NULL;
+        if (!*c || e) {
+            if (c > run && !pylon_sim_out_put(o, run, (size_t)(c - run))) return false;
+            if (!*c) return true;
+            if (!pylon_sim_out_put(o, e, strlen(e))) return false;
+            run = c + 1;
+        }
+    }
+}

@@ -86,61 +86,20 @@ static const char *sid_json(const player *p)
     return p->esc ? p->esc : p->sid;
 }
 
-/* The JSON escape of byte c, or NULL when it stands for itself. */
-static const char *escape_of(unsigned char c, char u[7])
-{
-    static const char HEX[] = "0123456789abcdef";
-    switch (c) {
-    case '"':
-        return "\\\"";
-    case '\\':
-        return "\\\\";
-    case '\n':
-        return "\\n";
-    case '\r':
-        return "\\r";
-    case '\t':
-        return "\\t";
-    case '\b':
-        return "\\b";
-    case '\f':
-        return "\\f";
-    }
-    if (c >= 0x20) return NULL;
-    memcpy(u, "\\u00", 4);
-    u[4] = HEX[c >> 4];
-    u[5] = HEX[c & 15];
-    u[6] = '\0';
-    return u;
-}
-
 /* *out = sid escaped for a JSON string (malloc'd), or NULL when it needs no escaping; false
  * when out of memory. */
 static bool escape_sid(const char *sid, char **out)
 {
-    char u[7];
-    size_t n = 0;
-    bool needed = false;
-    for (const unsigned char *c = (const unsigned char *)sid; *c; c++) {
-        const char *e = escape_of(*c, u);
-        n += e ? strlen(e) : 1;
-        needed |= e != NULL;
-    }
+    pylon_sim_out o = {0};
     *out = NULL;
-    if (!needed) return true;
-    char *t = malloc(n + 1), *w = t;
-    if (!t) return false;
-    for (const unsigned char *c = (const unsigned char *)sid; *c; c++) {
-        const char *e = escape_of(*c, u);
-        if (e) {
-            memcpy(w, e, strlen(e));
-            w += strlen(e);
-        } else {
-            *w++ = (char)*c;
-        }
+    if (!pylon_sim_out_json_escaped(&o, sid)) {
+        free(o.data);
+        return false;
     }
-    *w = '\0';
-    *out = t;
+    if (o.len == strlen(sid)) /* nothing to escape */
+        free(o.data);
+    else
+        *out = o.data;
     return true;
 }
 

@@ -87,21 +87,29 @@ static void turns_tick(void *state, double dt)
     (void)dt; /* nothing moves between turns */
 }
 
+/* `before` then the sid as a JSON string (sids come from users: escaped). */
+static void put_name(pylon_sim_out *out, const char *before, const char *sid)
+{
+    pylon_sim_out_printf(out, "%s\"", before);
+    pylon_sim_out_json_escaped(out, sid);
+    pylon_sim_out_put(out, "\"", 1);
+}
+
 static void turns_snapshot(void *state, const char *sid, pylon_sim_out *out)
 {
     (void)sid;
     turns *t = state;
     pylon_sim_out_put(out, "{\"players\":[", 12);
     for (int i = 0; i < t->nplayers; i++)
-        pylon_sim_out_printf(out, "%s\"%s\"", i ? "," : "", t->players[i]);
+        put_name(out, i ? "," : "", t->players[i]);
     pylon_sim_out_put(out, "],\"turn\":", 9);
     if (t->winner < 0 && t->nplayers >= 2)
-        pylon_sim_out_printf(out, "\"%s\"", t->players[t->turn]);
+        put_name(out, "", t->players[t->turn]);
     else
         pylon_sim_out_put(out, "null", 4);
     pylon_sim_out_printf(out, ",\"total\":%d,\"goal\":%d,\"winner\":", t->total, t->goal);
     if (t->winner >= 0)
-        pylon_sim_out_printf(out, "\"%s\"", t->players[t->winner]);
+        put_name(out, "", t->players[t->winner]);
     else
         pylon_sim_out_put(out, "null", 4);
     pylon_sim_out_printf(out, ",\"moves\":%d}", t->moves);

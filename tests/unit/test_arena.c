@@ -166,3 +166,56 @@ Test(arena, sids_are_json_escaped)
     free(before.data);
     free(after.data);
 }
+
+/* pylon_sim_out_json_escaped (pylon/sim.h): whatever the name, the escaped text inside quotes
+ * parses back to the same string. */
+Test(sim_out, json_escaped_round_trips)
+{
+    char controls[32];
+    for (int i = 1; i < 32; i++)
+        controls[i - 1] = (char)i;
+    controls[31] = '\0';
+    const char *names[] = {"",
+                           "plain",
+                           "q\"uote",
+                           "back\\slash",
+                           "new\nline\ttab",
+                           controls,
+                           "gr\xc3\xbc\xc3\x9f \xe2\x82\xac",
+                           "\"\\\"\\"};
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+        pylon_sim_out o = {0};
+        cr_assert(pylon_sim_out_put(&o, "\"", 1));
+        cr_assert(pylon_sim_out_json_escaped(&o, names[k]));
+        cr_assert(pylon_sim_out_put(&o, "\"", 1));
+        json_error_t err;
+        json_t *j = json_loadb(o.data, o.len, JSON_DECODE_ANY, &err);
+        cr_assert_not_null(j, "name %zu: %s: %s", k, o.data, err.text);
+        cr_assert_str_eq(json_string_value(j), names[k], "name %zu", k);
+        json_decref(j);
+        free(o.data);
+    }
+}
+
+const pylon_sim_vtable *pylon_sim_turns(void);
+
+/* The turn-based simulation writes its players' sids escaped too. */
+Test(turns, sids_are_json_escaped)
+{
+    const pylon_sim_vtable *v = pylon_sim_turns();
+    pylon_sim_ctx ctx = {.shard_id = "t", .tick_rate_hz = 0, .config_json = "{}"};
+    char err[200];
+    void *st = v->init(&ctx, err, sizeof err);
+    cr_assert_not_null(st, "%s", err);
+    const char *odd = "a \"b\" \\c\nd";
+    cr_assert(v->apply_input(st, odd, "{\"join\":true}", 13, 1));
+    cr_assert(v->apply_input(st, "plain", "{\"join\":true}", 13, 2));
+    pylon_sim_out o = {0};
+    v->snapshot_for(st, odd, &o);
+    json_t *j = json_loadb(o.data, o.len, 0, NULL);
+    cr_assert_not_null(j, "the snapshot is JSON: %s", o.data);
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(j, "players"), 0)), odd);
+    json_decref(j);
+    free(o.data);
+    v->destroy(st);
+}

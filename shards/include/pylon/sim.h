@@ -45,6 +45,10 @@ bool pylon_sim_out_put(pylon_sim_out *o, const void *bytes, size_t n);
 /* printf-style append. */
 bool pylon_sim_out_printf(pylon_sim_out *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Appends `s` escaped for the inside of a JSON string (quotes, backslashes and control
+ * characters; UTF-8 passes as is), without the surrounding quotes. For names that come from
+ * users, such as sids, in hand-written snapshot JSON. */
+bool pylon_sim_out_json_escaped(pylon_sim_out *o, const char *s);
 
 typedef struct pylon_sim_vtable {
     uint32_t abi_version; /* PYLON_SIM_ABI_VERSION */
