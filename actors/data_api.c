@@ -239,8 +239,11 @@ static void job_cancelled(pylon_read_req *req)
     job_free(j);
 }
 
-/* Related rows for one row: many=false follows row[field] to the target's id; many=true
- * finds the target rows whose `field` holds this row's id. Hidden rows are left out. */
+/* Related rows for one row: many=false follows row[field] to the target's id. many=true finds
+ * the target rows whose `field` equals this row's `field` when this entity has that field too
+ * (the original's rule, backend.md §3.6: e.g. the users sharing an orgId), and otherwise the
+ * target rows whose `field` holds this row's id (one-to-many: a project's todos by projectId,
+ * which the original's rule cannot express). Hidden rows are left out. */
 static bool include_relation(read_job *j, const pylon_store_backend *b, pylon_store_conn *c,
                              const pylon_entity *e, const pylon_relation *rel, json_t *row,
                              pylon_store_error *err)
@@ -260,8 +263,10 @@ static bool include_relation(read_job *j, const pylon_store_backend *b, pylon_st
         return true;
     }
     json_t *rows = json_array();
-    if (gate != GATE_DENY) {
-        json_t *filter = json_pack("{s:O}", rel->field, json_object_get(row, "id"));
+    json_t *key = pylon_entity_field(e, rel->field) ? json_object_get(row, rel->field)
+                                                    : json_object_get(row, "id");
+    if (gate != GATE_DENY && key && !json_is_null(key)) {
+        json_t *filter = json_pack("{s:O}", rel->field, key);
         pylon_store_query q = {.filter = filter, .limit = -1};
         json_decref(rows);
         bool ok = b->find(c, t, &q, &rows, err);
@@ -269,7 +274,6 @@ static bool include_relation(read_job *j, const pylon_store_backend *b, pylon_st
         if (!ok) return false;
         if (gate == GATE_PER_ROW) filter_rows(j->api, t, who, rows);
     }
-    (void)e;
     json_object_set_new(row, rel->name, rows);
     return true;
 }

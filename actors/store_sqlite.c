@@ -11,6 +11,7 @@
 #include "engine/hash.h"
 #include "engine/log.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -223,6 +224,53 @@ static bool bind_one(sqlite3_stmt *st, int idx, const bind_item *it, pylon_store
 
 /* ---- filters (backend.md §3.3) ----------------------------------------------------------- */
 
+/* $search: every whitespace-separated term must occur, as a substring (case-insensitive for
+ * ASCII, LIKE's rule), in one of the entity's string or richtext fields; % _ and \ in a term
+ * are literal. Like the original's FTS5 MATCH, "red car" finds rows with both words anywhere;
+ * unlike it there is no index to keep up on every write and no ranking (rows come in id or
+ * $order order). An empty search selects everything. */
+static bool compile_search(const pylon_entity *e, const char *text, sqlbuf *sql, binds *b,
+                           pylon_store_error *err)
+{
+    bool any = false;
+    for (size_t i = 0; i < e->nfields && !any; i++)
+        any = e->fields[i].type == PYLON_FIELD_STRING || e->fields[i].type == PYLON_FIELD_RICHTEXT;
+    if (!any)
+        return pylon_store_fail(err, 400, "INVALID_QUERY",
+                                "$search needs a string or richtext field in %s", e->name);
+    for (const char *t = text;;) {
+        while (*t && isspace((unsigned char)*t))
+            t++;
+        if (!*t) return true;
+        size_t n = 0;
+        while (t[n] && !isspace((unsigned char)t[n]))
+            n++;
+        sb_cat(sql, " AND (0");
+        for (size_t i = 0; i < e->nfields; i++) {
+            const pylon_field *f = &e->fields[i];
+            if (f->type != PYLON_FIELD_STRING && f->type != PYLON_FIELD_RICHTEXT) continue;
+            char *pat = malloc(2 * n + 3), *w = pat;
+            if (!pat) return pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+            *w++ = '%';
+            for (size_t k = 0; k < n; k++) {
+                if (t[k] == '%' || t[k] == '_' || t[k] == '\\') *w++ = '\\';
+                *w++ = t[k];
+            }
+            *w++ = '%';
+            *w = '\0';
+            if (!binds_add(b, NULL, f, pat)) {
+                free(pat);
+                return pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
+            }
+            sb_cat(sql, " OR ");
+            sb_ident(sql, f->name);
+            sb_cat(sql, " LIKE ? ESCAPE '\\'");
+        }
+        sb_cat(sql, ")");
+        t += n;
+    }
+}
+
 static bool column_of(const pylon_entity *e, const char *key, const pylon_field **f,
                       pylon_store_error *err)
 {
@@ -351,29 +399,9 @@ static bool compile_query(const pylon_entity *e, const pylon_store_query *q, sql
                     offset = json_integer_value(v);
                 }
             } else if (strcmp(key, "$search") == 0) {
-                /* Substring search over the entity's text fields. */
                 if (!json_is_string(v))
                     return pylon_store_fail(err, 400, "INVALID_QUERY", "$search must be a string");
-                bool any = false;
-                sb_cat(sql, " AND (0");
-                for (size_t i = 0; i < e->nfields; i++) {
-                    const pylon_field *f = &e->fields[i];
-                    if (f->type != PYLON_FIELD_STRING && f->type != PYLON_FIELD_RICHTEXT) continue;
-                    size_t n = json_string_length(v);
-                    char *pat = malloc(n + 3);
-                    if (!pat) return pylon_store_fail(err, 503, "OVERLOADED", "out of memory");
-                    snprintf(pat, n + 3, "%%%s%%", json_string_value(v));
-                    sb_cat(sql, " OR ");
-                    sb_ident(sql, f->name);
-                    sb_cat(sql, " LIKE ?");
-                    binds_add(b, v, f, pat);
-                    any = true;
-                }
-                sb_cat(sql, ")");
-                if (!any)
-                    return pylon_store_fail(err, 400, "INVALID_QUERY",
-                                            "$search needs a string or richtext field in %s",
-                                            e->name);
+                if (!compile_search(e, json_string_value(v), sql, b, err)) return false;
             } else {
                 return pylon_store_fail(err, 400, "INVALID_QUERY",
                                         "Unknown filter key \"%s\": use $order, $limit, $offset "

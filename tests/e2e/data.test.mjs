@@ -356,6 +356,13 @@ describe('POST /api/query', { timeout: 20000 }, () => {
     // $search looks at every string/richtext field (title, notes, ownerId, slug).
     assert.deepEqual(await q({ $search: 'apple' }), ['q1', 'q4', 'q5']);
     assert.deepEqual(await q({ $search: 'zesty' }), ['q3']);
+    // every term, anywhere in the text fields, any case; % _ \ are literal
+    assert.deepEqual(await q({ $search: 'apple top' }), ['q5'], 'both words, in one field or across fields');
+    assert.deepEqual(await q({ $search: 'PIE  sweet' }), ['q1'], 'title and notes, extra spaces');
+    assert.deepEqual(await q({ $search: 'apple zesty' }), [], 'no row has both');
+    assert.deepEqual(await q({ $search: '%' }), [], '% is a character, not a wildcard');
+    assert.deepEqual(await q({ $search: 'b_nana' }), [], '_ too');
+    assert.deepEqual(await q({ $search: '   ' }), ['q1', 'q2', 'q3', 'q4', 'q5'], 'no term: every row');
     assert.deepEqual(await q({ $order: { priority: 'desc' } }), ['q5', 'q4', 'q3', 'q2', 'q1']);
     assert.deepEqual(await q({ $order: { done: 'asc', priority: 'desc' } }), ['q5', 'q4', 'q2', 'q3', 'q1']);
     assert.deepEqual(await q({ $order: { priority: 'desc' }, $limit: 2 }), ['q5', 'q4']);
@@ -802,6 +809,45 @@ describe('POST /api/aggregate and the graph query POST /api/query', { timeout: 1
     const unknown = await call('POST', '/api/query', { Nope: {} });
     assert.equal(unknown.status, 404);
     assert.equal(unknown.json.error.code, 'ENTITY_NOT_FOUND');
+  });
+
+  // many:true (backend.md §3.6 and README): when the source entity has the relation's field,
+  // the target rows with the same value (the original's rule: Todo.sameProject); when only the
+  // target has it, the target rows holding this row's id (Project.todos). Rows the caller may
+  // not read are left out (Todo.ownerNotes: Note is owner-only).
+  it('many:true relations: shared field, one-to-many by id, and row filtering by the target\'s read policy', async () => {
+    const p2 = (await admin('POST', '/api/entities/Project', { name: 'Graph project' })).json.id;
+    const owner = 'graph-owner';
+    const t1 = await insertTodo({ ownerId: owner, projectId: p2, slug: 'g1' });
+    const t2 = await insertTodo({ ownerId: owner, projectId: p2, slug: 'g2' });
+    const t3 = await insertTodo({ ownerId: owner, slug: 'g3' }); // no project
+    const ids = (rows) => rows.map((r) => r.id).sort();
+    const pr = await admin('POST', '/api/query', { Project: { where: { name: 'Graph project' }, include: { todos: {} } } });
+    assert.equal(pr.status, 200, pr.body);
+    assert.deepEqual(ids(pr.json.Project[0].todos), [t1, t2].sort(), 'the project\'s todos');
+    const tr = await admin('POST', '/api/query', { Todo: { where: { ownerId: owner }, include: { sameProject: {} } } });
+    const byId = Object.fromEntries(tr.json.Todo.map((r) => [r.id, r]));
+    assert.deepEqual(ids(byId[t1].sameProject), [t1, t2].sort(), 'the todos sharing its projectId');
+    assert.deepEqual(ids(byId[t2].sameProject), [t1, t2].sort());
+    assert.deepEqual(byId[t3].sameProject, [], 'no projectId: nothing shares it');
+
+    const alice = (await call('POST', '/api/auth/session', { user_id: owner })).json.token;
+    const bob = (await call('POST', '/api/auth/session', { user_id: 'graph-other' })).json.token;
+    const notes = [];
+    for (const [ownerId, body, tok] of [[owner, 'g0', alice], [owner, 'g1', alice], ['graph-other', 'not hers', bob]]) {
+      const r = await call('POST', '/api/entities/Note', { ownerId, body }, tok);
+      assert.equal(r.status, 201, r.body);
+      notes.push(r.json.id);
+    }
+    const q = { Todo: { where: { slug: 'g1' }, include: { ownerNotes: {} } } };
+    const asOwner = await call('POST', '/api/query', q, alice);
+    assert.equal(asOwner.status, 200, asOwner.body);
+    assert.deepEqual(asOwner.json.Todo[0].ownerNotes.map((n) => n.body).sort(), ['g0', 'g1']);
+    const asOther = await call('POST', '/api/query', q, bob);
+    assert.equal(asOther.status, 200, asOther.body);
+    assert.deepEqual(asOther.json.Todo[0].ownerNotes, [], 'notes the caller may not read are left out');
+    assert.equal((await admin('POST', '/api/query', q)).json.Todo[0].ownerNotes.length, 2, 'the admin sees them');
+    for (const id of notes) assert.equal((await admin('DELETE', `/api/entities/Note/${id}`)).status, 200); // the policy tests count notes
   });
 });
 
