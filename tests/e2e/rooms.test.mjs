@@ -307,3 +307,34 @@ describe('rooms: idle members leave (PYLON_ROOM_IDLE_SECS=2)', { timeout: 30000 
     idleWs.terminate();
   });
 });
+
+// The room table is bounded (10 000 rooms): one more is refused with 429 and a hint, joining an
+// existing room still works, and a room that empties frees its place.
+describe('rooms: the room limit', { timeout: 90000 }, () => {
+  let srv, port;
+  before(async () => {
+    srv = await startPylon({ args: ['dev'], env: env() });
+    port = srv.port;
+  });
+  after(() => srv?.dispose());
+
+  it('the 10 001st room is refused with 429 ROOM_LIMIT_REACHED; an emptied room frees a place', async () => {
+    const tok = await session(port, 'many-rooms');
+    let next = 0;
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      while (next < 10000) {
+        const k = next++;
+        const r = await post(port, 'join', tok, { room: `room-${k}` });
+        assert.equal(r.status, 200, `room-${k}: ${r.body}`);
+      }
+    }));
+    const over = await post(port, 'join', tok, { room: 'one-too-many' });
+    assert.equal(over.status, 429, over.body);
+    assert.equal(over.json.error.code, 'ROOM_LIMIT_REACHED');
+    assert.match(over.json.error.hint ?? over.body, /leave unused rooms/);
+    assert.equal((await post(port, 'join', tok, { room: 'room-42' })).status, 200, 'an existing room can still be joined');
+    assert.equal((await post(port, 'leave', tok, { room: 'room-7' })).status, 200);
+    assert.equal((await post(port, 'join', tok, { room: 'one-too-many' })).status, 200, 'the emptied room made room');
+    assert.equal((await post(port, 'join', tok, { room: 'two-too-many' })).status, 429);
+  });
+});

@@ -408,6 +408,29 @@ describe('sync: live fan-out, pull, push, presence (one server)', { timeout: 400
     assert.ok(a2.live.length > liveMid, 'sanity');
   });
 
+  // protocol.md §2.1: with both, the Authorization header decides who the connection is; the
+  // bearer. subprotocol the client offered is still echoed (browsers fail the handshake otherwise).
+  it('6g. Authorization header and bearer. subprotocol together: the header wins, the protocol is echoed', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${srv.ports.ws}/`, [`bearer.${tokB}`], { headers: { Authorization: `Bearer ${tokA}` } });
+    const got = [];
+    ws.on('message', (d) => got.push(JSON.parse(d.toString())));
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    try {
+      assert.equal(ws.protocol, `bearer.${tokB}`, 'the offered subprotocol is echoed');
+      const ofB = await insertTodo(port, tokB, B); // owner-only: only B's connections see it
+      const ofA = await insertTodo(port, tokA, A);
+      const deadline = Date.now() + 3000;
+      while (!got.some((m) => m.row_id === ofA) && Date.now() < deadline) await sleep(20);
+      assert.ok(got.some((m) => m.row_id === ofA), 'the connection is A (the header)');
+      assert.ok(!got.some((m) => m.row_id === ofB), 'not B (the subprotocol): B\'s row never came, and it was written first');
+    } finally {
+      ws.terminate();
+    }
+  });
+
   it('7. presence and topic relay to every WS client with "from" = the sender; disconnect notices; not on SSE', async () => {
     const baseline = new Map([a1, a2, b].map((c) => [c, c.messages.length]));
     const since = (c) => c.messages.slice(baseline.get(c));
