@@ -33,7 +33,7 @@ typedef struct input_msg {
     pylon_msg msg;
     uint64_t client_seq;
     size_t len;
-    char sid[64];
+    char sid[PYLON_SHARD_SID_MAX + 1];
     char json[]; /* len bytes + NUL */
 } input_msg;
 
@@ -41,7 +41,7 @@ typedef struct sub_msg {
     pylon_msg msg;
     pylon_stream *stream;
     pylon_shard_format fmt;
-    char sid[64];
+    char sid[PYLON_SHARD_SID_MAX + 1];
 } sub_msg;
 
 typedef struct subscriber {
@@ -52,7 +52,7 @@ typedef struct subscriber {
      * last_tick; synced is false until a full frame went out (after attach, after a skip). */
     bool synced;
     uint64_t last_hash, last_tick, seen_skips;
-    char sid[64];
+    char sid[PYLON_SHARD_SID_MAX + 1];
 } subscriber;
 
 /* A snapshot delta subscribers hold after a tick: the base of the next tick's deltas. */

@@ -62,6 +62,11 @@ typedef struct pylon_shard_checkpoints {
     uint32_t default_secs; /* for shards created without checkpoint_secs; 0: none */
 } pylon_shard_checkpoints;
 
+/* The longest subscriber id, in bytes: sids are kept inline (inputs, subscribers, players).
+ * A longer one is refused where it comes in, never cut (two ids sharing their first 63 bytes
+ * would become one player). */
+#define PYLON_SHARD_SID_MAX 63
+
 typedef struct pylon_shard_status {
     char id[128];
     char kind[64];

@@ -16,7 +16,7 @@
 typedef struct ws_sub {
     pylon_shard *shard;
     pylon_shard_format fmt;
-    char sid[64];
+    char sid[PYLON_SHARD_SID_MAX + 1];
 } ws_sub;
 
 /* The subprotocols of the shard WebSocket (shard_api.h): the echoed one picks the frames. */
@@ -54,6 +54,16 @@ static void query_value(const char *q, const char *name, char *out, size_t cap)
     }
 }
 
+/* The `sid` query value into sid (PYLON_SHARD_SID_MAX + 1 bytes); false when it is longer. */
+static bool query_sid(const char *q, char *sid)
+{
+    char full[256];
+    query_value(q, "sid", full, sizeof full);
+    if (strlen(full) > PYLON_SHARD_SID_MAX) return false;
+    memcpy(sid, full, strlen(full) + 1);
+    return true;
+}
+
 static void *ws_open(pylon_stream *s, const pylon_stream_open *info)
 {
     pylon_shard_api *api = info->ctx;
@@ -62,8 +72,12 @@ static void *ws_open(pylon_stream *s, const pylon_stream_open *info)
         pylon_stream_close(s, 0, NULL);
         return NULL;
     }
-    char sid[64];
-    query_value(info->req->query, "sid", sid, sizeof sid);
+    char sid[PYLON_SHARD_SID_MAX + 1];
+    if (!query_sid(info->req->query, sid)) {
+        pylon_shard_release(shard);
+        pylon_stream_close(s, 1008, "subscriber id longer than 63 bytes");
+        return NULL;
+    }
     if (!sid[0]) snprintf(sid, sizeof sid, "anon");
     pylon_auth_result who;
     pylon_auth_resolve_session(api->auth, info->bearer, &who);
@@ -151,8 +165,8 @@ static void ws_close(void *user, pylon_stream *s)
 /* ---- SSE: GET /api/shards/<id>/connect?sid= (protocol.md §4.4) --------------------------- */
 
 /* Who subscribes as which sid; NULL sid with the refusal filled in. */
-static bool sse_who(pylon_shard_api *api, const pylon_stream_open *info, char *sid, size_t cap,
-                    pylon_stream_refusal *no)
+static bool sse_who(pylon_shard_api *api, const pylon_stream_open *info,
+                    char sid[PYLON_SHARD_SID_MAX + 1], pylon_stream_refusal *no)
 {
     pylon_auth_result who;
     pylon_auth_resolve(api->auth, info->req, &who);
@@ -162,8 +176,15 @@ static bool sse_who(pylon_shard_api *api, const pylon_stream_open *info, char *s
         snprintf(no->message, sizeof no->message, "A user session is required");
         return false;
     }
-    query_value(info->req->query, "sid", sid, cap);
-    if (!sid[0]) snprintf(sid, cap, "%s", who.id.user_id);
+    if (!query_sid(info->req->query, sid) ||
+        (!sid[0] && strlen(who.id.user_id) > PYLON_SHARD_SID_MAX)) {
+        no->status = 400;
+        no->code = "INVALID_SID";
+        snprintf(no->message, sizeof no->message, "The subscriber id is longer than %d bytes",
+                 PYLON_SHARD_SID_MAX);
+        return false;
+    }
+    if (!sid[0]) snprintf(sid, PYLON_SHARD_SID_MAX + 1, "%s", who.id.user_id);
     if (!who.id.is_admin && strcmp(sid, who.id.user_id) != 0) {
         no->status = 403;
         no->code = "UNAUTHORIZED";
@@ -185,8 +206,8 @@ static void sse_precheck(const pylon_stream_open *info, pylon_stream_refusal *no
                  info->shard_id ? info->shard_id : "");
         return;
     }
-    char sid[64];
-    if (sse_who(api, info, sid, sizeof sid, no)) {
+    char sid[PYLON_SHARD_SID_MAX + 1];
+    if (sse_who(api, info, sid, no)) {
         pylon_shard_status st;
         pylon_shard_status_get(s, &st);
         /* protocol.md §4.4: 429 for a full or stopped shard, as the WebSocket's 1013. Checked
@@ -207,7 +228,7 @@ static void *sse_open(pylon_stream *st, const pylon_stream_open *info)
     pylon_stream_refusal no = {0};
     ws_sub *sub = calloc(1, sizeof *sub);
     pylon_shard *s = pylon_shards_get(api->shards, info->shard_id);
-    if (!sub || !s || !sse_who(api, info, sub->sid, sizeof sub->sid, &no) ||
+    if (!sub || !s || !sse_who(api, info, sub->sid, &no) ||
         pylon_shard_subscribe(s, st, sub->sid, PYLON_SHARD_FMT_JSON) != PYLON_SHARD_OK) {
         free(sub);
         if (s) pylon_shard_release(s);
@@ -410,6 +431,13 @@ static void input(pylon_http_exchange *ex, void *ctx)
     const char *named = json_string_value(json_object_get(body, "subscriber_id"));
     /* The sid is checked against the caller (the original did not): a user inputs as itself. */
     const char *sid = named ? named : who.id.user_id;
+    if (sid && strlen(sid) > PYLON_SHARD_SID_MAX) {
+        json_decref(body);
+        pylon_shard_release(s);
+        pylon_http_respond_error(ex, 400, "INPUT_REJECTED",
+                                 "The subscriber id is longer than 63 bytes", NULL);
+        return;
+    }
     if (!sid || (!who.id.is_admin && (!who.id.user_id || strcmp(sid, who.id.user_id) != 0))) {
         json_decref(body);
         pylon_shard_release(s);

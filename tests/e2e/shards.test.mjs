@@ -647,6 +647,30 @@ describe('shards', { timeout: 55000 }, () => {
     const unknown = connect(`ws://127.0.0.1:${srv.port}/shard/nope?sid=${u.user_id}`, { token: u.token });
     assert.equal((await unknown.closed()).code, 1006);
   });
+
+  // Sids are kept inline, 63 bytes at most; a longer one is refused where it comes in, never
+  // cut (two long ids sharing their first 63 bytes would have become one player).
+  it('5c. a subscriber id longer than 63 bytes is refused: WebSocket 1008, SSE 400, HTTP input 400', async () => {
+    await createShard({ id: 'longsid' });
+    const long = await mint('u'.repeat(64));
+    const ws = connect(shardUrl('longsid', long.user_id), { token: long.token });
+    assert.deepEqual(await ws.closed(), { code: 1008, reason: 'subscriber id longer than 63 bytes' });
+    const sse = await request(srv.port, { path: `/api/shards/longsid/connect?sid=${long.user_id}`, headers: { Authorization: `Bearer ${long.token}` } });
+    assert.equal(sse.status, 400, sse.body);
+    assert.equal(sse.json.error.code, 'INVALID_SID');
+    const noSid = await request(srv.port, { path: '/api/shards/longsid/connect', headers: { Authorization: `Bearer ${long.token}` } });
+    assert.equal(noSid.status, 400, 'the user id as the sid is too long too');
+    for (const [token, body] of [[ADMIN, { input: { dx: 1 }, subscriber_id: 'b'.repeat(64) }], [long.token, { input: { dx: 1 } }]]) {
+      const r = await api('POST', '/api/shards/longsid/input', { token, body });
+      assert.equal(r.status, 400, r.body);
+      assert.equal(r.json.error.code, 'INPUT_REJECTED');
+      assert.match(r.json.error.message, /longer than 63 bytes/);
+    }
+    const ok = await api('POST', '/api/shards/longsid/input', { token: ADMIN, body: { input: { dx: 1 }, subscriber_id: 'b'.repeat(63) } });
+    assert.equal(ok.status, 200, ok.body);
+    const fits = await mint('v'.repeat(63));
+    await subscriber('longsid', fits); // 63 bytes: subscribed, frames arrive
+  });
 });
 
 // Last, on a server of its own: the shard is deleted under a live subscriber.
