@@ -196,6 +196,138 @@ describe('matchmaker', { timeout: 30000 }, () => {
       await srv.dispose();
     }
   });
+
+  // Guests and a caller for one server; the matchmaker knows a player by the session's user id.
+  const players = (srv) => {
+    const guest = async () => (await request(srv.port, { method: 'POST', path: '/api/auth/guest' })).json;
+    const call = (g, method, p, body) => request(srv.port, { method, path: p, headers: { authorization: `Bearer ${g.token}` }, body: body && JSON.stringify(body) });
+    return { guest, call };
+  };
+
+  it('enqueueing again replaces the earlier entry: queued once, in the new mode, matched only within it', async () => {
+    const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN, PYLON_MATCH_SIZE: 2 } });
+    try {
+      const { guest, call } = players(srv);
+      const [a, b, c, d] = [await guest(), await guest(), await guest(), await guest()];
+      assert.equal((await call(a, 'POST', '/api/matchmaker/enqueue', { mode: 'duel' })).json.status, 'queued');
+      // Twice in the same mode: a group of 2 would form if a were queued twice.
+      const again = await call(a, 'POST', '/api/matchmaker/enqueue', { mode: 'duel' });
+      assert.equal(again.status, 200);
+      assert.equal(again.json.status, 'queued', 'a player does not match with an earlier entry of its own');
+      assert.equal(again.json.position, 0);
+      const moved = await call(a, 'POST', '/api/matchmaker/enqueue', { mode: 'ffa' });
+      assert.equal(moved.json.status, 'queued');
+      assert.equal(moved.json.position, 0, 'the duel entry is gone, not ahead of the ffa one');
+      assert.equal(moved.json.mode, 'ffa');
+      const sMoved = (await call(a, 'GET', '/api/matchmaker/status')).json;
+      assert.deepEqual({ ...sMoved, waiting_secs: 0 }, { status: 'queued', position: 0, waiting_secs: 0, mode: 'ffa' });
+      // b wants a duel: a left that mode, so b waits.
+      const qb = await call(b, 'POST', '/api/matchmaker/enqueue', { mode: 'duel' });
+      assert.equal(qb.json.status, 'queued', 'a replaced entry does not match in its old mode');
+      assert.equal(qb.json.mode, 'duel');
+      assert.equal((await call(a, 'GET', '/api/matchmaker/status')).json.status, 'queued');
+      // c wants ffa: matched with a.
+      const qc = await call(c, 'POST', '/api/matchmaker/enqueue', { mode: 'ffa' });
+      assert.equal(qc.json.status, 'matched');
+      const sa = (await call(a, 'GET', '/api/matchmaker/status')).json;
+      assert.deepEqual(sa, { status: 'matched', shard_id: qc.json.shard_id });
+      const sb = (await call(b, 'GET', '/api/matchmaker/status')).json;
+      assert.equal(sb.status, 'queued', 'the duel player stays out of the ffa match');
+      assert.equal(sb.mode, 'duel');
+      assert.equal(sb.position, 0);
+      // d completes the duel: a second shard, with b.
+      const qd = await call(d, 'POST', '/api/matchmaker/enqueue', { mode: 'duel' });
+      assert.equal(qd.json.status, 'matched');
+      assert.notEqual(qd.json.shard_id, qc.json.shard_id);
+      assert.deepEqual((await call(b, 'GET', '/api/matchmaker/status')).json, { status: 'matched', shard_id: qd.json.shard_id });
+      // A matched player who enqueues again is queued afresh (the old match is forgotten).
+      const re = await call(a, 'POST', '/api/matchmaker/enqueue', { mode: 'ffa' });
+      assert.equal(re.json.status, 'queued');
+      assert.equal(re.json.position, 0);
+    } finally {
+      await srv.dispose();
+    }
+  });
+
+  it('reports queue order as position and a waiting_secs that rises with time', async () => {
+    const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN, PYLON_MATCH_SIZE: 4 } });
+    try {
+      const { guest, call } = players(srv);
+      const p = [];
+      for (let i = 0; i < 5; i++) p.push(await guest());
+      const status = async (g) => (await call(g, 'GET', '/api/matchmaker/status')).json;
+      const first = [];
+      for (let i = 0; i < 3; i++) {
+        const q = await call(p[i], 'POST', '/api/matchmaker/enqueue', { mode: 'squad' });
+        assert.equal(q.status, 200);
+        assert.deepEqual(Object.keys(q.json).sort(), ['mode', 'position', 'status', 'waiting_secs']);
+        assert.equal(q.json.status, 'queued');
+        assert.equal(q.json.position, i, `player ${i} is ${i}th in the queue`);
+        assert.equal(q.json.mode, 'squad');
+        assert.ok(Number.isInteger(q.json.waiting_secs) && q.json.waiting_secs >= 0 && q.json.waiting_secs <= 1, `fresh entry waits ~0 s, got ${q.json.waiting_secs}`);
+        first.push(q.json.waiting_secs);
+      }
+      for (let i = 0; i < 3; i++) assert.equal((await status(p[i])).position, i, 'status keeps the queue order');
+      await sleep(1200);
+      const later = [];
+      for (let i = 0; i < 3; i++) {
+        const s = await status(p[i]);
+        assert.equal(s.status, 'queued');
+        assert.equal(s.position, i);
+        assert.ok(s.waiting_secs >= first[i] + 1 && s.waiting_secs <= first[i] + 3, `waiting_secs rises with time: ${first[i]} then ${s.waiting_secs} after 1.2 s`);
+        later.push(s.waiting_secs);
+      }
+      // The head leaves: the others move up, in order.
+      assert.deepEqual((await call(p[0], 'POST', '/api/matchmaker/dequeue')).json, { dequeued: true });
+      assert.equal((await status(p[1])).position, 0);
+      assert.equal((await status(p[2])).position, 1);
+      // Enqueueing again puts the player at the back, waiting afresh.
+      const back = await call(p[1], 'POST', '/api/matchmaker/enqueue', { mode: 'squad' });
+      assert.equal(back.json.position, 1);
+      assert.ok(back.json.waiting_secs < later[1], `a new entry waits afresh: ${back.json.waiting_secs} vs ${later[1]}`);
+      assert.equal((await status(p[2])).position, 0);
+      // Two more make four: one match of the four queued players.
+      assert.equal((await call(p[3], 'POST', '/api/matchmaker/enqueue', { mode: 'squad' })).json.position, 2);
+      const full = await call(p[4], 'POST', '/api/matchmaker/enqueue', { mode: 'squad' });
+      assert.equal(full.json.status, 'matched');
+      for (const g of [p[1], p[2], p[3]]) assert.deepEqual(await status(g), { status: 'matched', shard_id: full.json.shard_id });
+      assert.deepEqual(await status(p[0]), { status: 'idle' });
+    } finally {
+      await srv.dispose();
+    }
+  });
+
+  it('dequeue of a player who is not queued answers {"dequeued":false} and leaves the status idle', async () => {
+    const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN, PYLON_MATCH_SIZE: 2 } });
+    try {
+      const { guest, call } = players(srv);
+      const [a, b, c] = [await guest(), await guest(), await guest()];
+      const anon = await request(srv.port, { method: 'POST', path: '/api/matchmaker/dequeue' });
+      assert.equal(anon.status, 401);
+      assert.equal(anon.json.error.code, 'AUTH_REQUIRED');
+      const never = await call(a, 'POST', '/api/matchmaker/dequeue');
+      assert.equal(never.status, 200);
+      assert.deepEqual(never.json, { dequeued: false });
+      assert.deepEqual((await call(a, 'GET', '/api/matchmaker/status')).json, { status: 'idle' });
+      // Queued, dequeued, then dequeued again.
+      assert.equal((await call(a, 'POST', '/api/matchmaker/enqueue', { mode: 'duel' })).json.status, 'queued');
+      assert.deepEqual((await call(a, 'POST', '/api/matchmaker/dequeue')).json, { dequeued: true });
+      const twice = await call(a, 'POST', '/api/matchmaker/dequeue');
+      assert.equal(twice.status, 200);
+      assert.deepEqual(twice.json, { dequeued: false });
+      assert.deepEqual((await call(a, 'GET', '/api/matchmaker/status')).json, { status: 'idle' });
+      // The dequeued player really left: the next duel player waits instead of matching.
+      assert.equal((await call(b, 'POST', '/api/matchmaker/enqueue', { mode: 'duel' })).json.status, 'queued');
+      // A matched player is not queued: dequeue answers false and forgets the match.
+      assert.equal((await call(c, 'POST', '/api/matchmaker/enqueue', { mode: 'duel' })).json.status, 'matched');
+      assert.equal((await call(b, 'GET', '/api/matchmaker/status')).json.status, 'matched');
+      assert.deepEqual((await call(b, 'POST', '/api/matchmaker/dequeue')).json, { dequeued: false });
+      assert.deepEqual((await call(b, 'GET', '/api/matchmaker/status')).json, { status: 'idle' });
+      assert.equal((await call(c, 'GET', '/api/matchmaker/status')).json.status, 'matched', 'only the caller\'s match is forgotten');
+    } finally {
+      await srv.dispose();
+    }
+  });
 });
 
 describe('replay', { timeout: 30000 }, () => {
