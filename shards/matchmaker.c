@@ -208,21 +208,44 @@ static void forward(pylon_http_exchange *ex, pylon_matchmaker *m, int type)
                                  "POST /api/auth/guest gives a token");
         return;
     }
+    /* Names are kept inline and compared whole: a longer one is refused, never cut (two long
+     * modes sharing their first 63 bytes would match each other; a cut in a UTF-8 character
+     * made every later answer to that player fail). */
+    if (strlen(who.id.user_id) >= sizeof((mm_msg *)0)->user) {
+        pylon_http_respond_error(ex, 400, "INVALID_USER",
+                                 "The user id is too long for the matchmaker",
+                                 "user ids of up to 159 bytes can be matched");
+        return;
+    }
+    const char *mode = "default";
+    json_t *b = NULL;
+    if (type == MSG_ENQUEUE && req->body_len) {
+        b = pylon_json_loadb((const char *)req->body, req->body_len, 0, NULL);
+        json_t *jm = json_object_get(b, "mode");
+        const char *why = !json_is_object(b)          ? "the body must be a JSON object"
+                          : jm && !json_is_string(jm) ? "mode must be a string"
+                          : jm && json_string_length(jm) >= sizeof((mm_msg *)0)->mode
+                              ? "mode is longer than 63 bytes"
+                              : NULL;
+        if (why) {
+            const char *code = json_is_object(b) ? "INVALID_MODE" : "INVALID_JSON";
+            json_decref(b);
+            pylon_http_respond_error(ex, 400, code, why, "send {\"mode\": \"<name>\"} or no body");
+            return;
+        }
+        if (jm && json_string_length(jm)) mode = json_string_value(jm);
+    }
     mm_msg *r = calloc(1, sizeof *r);
     if (!r) {
+        json_decref(b);
         pylon_http_respond_error(ex, 503, "OVERLOADED", "Out of memory", NULL);
         return;
     }
     pylon_msg_init(&r->msg, (uint32_t)type, NULL);
     r->ex = ex;
     snprintf(r->user, sizeof r->user, "%s", who.id.user_id);
-    snprintf(r->mode, sizeof r->mode, "default");
-    if (type == MSG_ENQUEUE && req->body_len) {
-        json_t *b = pylon_json_loadb((const char *)req->body, req->body_len, 0, NULL);
-        const char *mode = json_string_value(json_object_get(b, "mode"));
-        if (mode && *mode) snprintf(r->mode, sizeof r->mode, "%s", mode);
-        json_decref(b);
-    }
+    snprintf(r->mode, sizeof r->mode, "%s", mode);
+    json_decref(b);
     pylon_actor_send(m->actor, &r->msg);
 }
 
