@@ -27,8 +27,6 @@ struct pylon_change_tail {
     _Atomic uint64_t memory, log; /* pulls answered here / sent to the store */
 };
 
-static const char *const KINDS[] = {"insert", "update", "delete"};
-
 pylon_change_tail *pylon_change_tail_new(size_t capacity, int64_t head)
 {
     pylon_change_tail *t = calloc(1, sizeof *t);
@@ -131,8 +129,8 @@ static json_t *event_row(const tail_event *e)
                    : e->text ? pylon_json_loadb(e->text, e->text_len, 0, NULL)
                              : json_null();
     return json_pack("{s:I,s:s,s:s,s:s,s:o,s:o,s:I}", "seq", (json_int_t)e->seq, "entity",
-                     e->entity, "row_id", e->row_id, "kind", KINDS[e->kind], "fields",
-                     e->fields ? json_incref(e->fields) : json_null(), "data",
+                     e->entity, "row_id", e->row_id, "kind", pylon_change_kind_name(e->kind),
+                     "fields", e->fields ? json_incref(e->fields) : json_null(), "data",
                      data ? data : json_null(), "ts", (json_int_t)e->ts_ms);
 }
 

@@ -912,8 +912,6 @@ static bool require_admin(pylon_data_api *api, pylon_http_exchange *ex, pylon_au
     return false;
 }
 
-static const char *const OP_NAMES[] = {"insert", "update", "delete"};
-
 /* Fills `op` from {"op","entity","id"?,"data"?}; false with a reason for the client. */
 static bool parse_op(pylon_data_api *api, const json_t *o, pylon_write_op *op, char *why,
                      size_t cap)
@@ -923,8 +921,8 @@ static bool parse_op(pylon_data_api *api, const json_t *o, pylon_write_op *op, c
     json_t *id = json_object_get(o, "id"), *data = json_object_get(o, "data");
     if (!json_is_object(o)) return snprintf(why, cap, "each operation must be an object"), false;
     int k = -1;
-    for (int i = 0; kind && i < 3; i++)
-        if (strcmp(kind, OP_NAMES[i]) == 0) k = i;
+    for (int i = 0; kind && i < PYLON_CHANGE_KINDS; i++)
+        if (strcmp(kind, pylon_change_kind_name((pylon_change_kind)i)) == 0) k = i;
     if (k < 0) return snprintf(why, cap, "unknown operation"), false;
     op->kind = (pylon_change_kind)k;
     if (!ent || !(op->entity = pylon_manifest_entity(api->m, ent)))
@@ -957,7 +955,7 @@ typedef struct admin_ctx {
 
 static json_t *op_result(const pylon_write_op *op)
 {
-    json_t *r = json_pack("{s:s}", "op", OP_NAMES[op->kind]);
+    json_t *r = json_pack("{s:s}", "op", pylon_change_kind_name(op->kind));
     if (op->id) json_object_set_new(r, "id", json_string(op->id));
     if (op->ok)
         json_object_set_new(r, "ok", json_true());
@@ -978,7 +976,7 @@ static void admin_done(pylon_write_req *req)
         json_t *results = json_array();
         for (size_t i = 0; i < req->nops; i++) {
             all = all && req->ops[i].ok;
-            json_t *r = json_pack("{s:s}", "op", OP_NAMES[req->ops[i].kind]);
+            json_t *r = json_pack("{s:s}", "op", pylon_change_kind_name(req->ops[i].kind));
             if (all || req->ops[i].ok)
                 json_object_set_new(r, "id", json_string(req->ops[i].id));
             else

@@ -37,6 +37,15 @@ typedef struct pylon_store_query {
 } pylon_store_query;
 
 typedef enum { PYLON_CHANGE_INSERT, PYLON_CHANGE_UPDATE, PYLON_CHANGE_DELETE } pylon_change_kind;
+#define PYLON_CHANGE_KINDS 3
+
+/* "insert", "update" or "delete": the kind's name in change events, the change log and the
+ * admin batch operations. */
+static inline const char *pylon_change_kind_name(pylon_change_kind k)
+{
+    static const char *const names[PYLON_CHANGE_KINDS] = {"insert", "update", "delete"};
+    return names[k];
+}
 
 /* One change-log entry, written in the same transaction as the row change. */
 typedef struct pylon_change {

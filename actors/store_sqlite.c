@@ -1182,8 +1182,6 @@ static bool sq_remove(pylon_store_conn *c, const pylon_entity *e, const char *id
     return true;
 }
 
-static const char *const KIND_NAMES[] = {"insert", "update", "delete"};
-
 static bool sq_log_change(pylon_store_conn *c, pylon_change *ch, pylon_store_error *err)
 {
     sqlite3_stmt *st = c->log_change;
@@ -1198,7 +1196,7 @@ static bool sq_log_change(pylon_store_conn *c, pylon_change *ch, pylon_store_err
     char *data = ch->data ? json_dumps(ch->data, JSON_COMPACT) : NULL;
     sqlite3_bind_text(st, 1, ch->entity, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, ch->row_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, KIND_NAMES[ch->kind], -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, pylon_change_kind_name(ch->kind), -1, SQLITE_STATIC);
     if (fields) sqlite3_bind_text(st, 4, fields, -1, free);
     if (data)
         sqlite3_bind_text(st, 5, data, -1, free);

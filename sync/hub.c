@@ -55,8 +55,6 @@ json_t *pylon_change_event_json(const char *entity, const char *row_id, const ch
     return j;
 }
 
-static const char *const KINDS[] = {"insert", "update", "delete"};
-
 void pylon_hub_on_changes(void *ctx, const pylon_change *changes, size_t n)
 {
     pylon_hub *h = ctx;
@@ -70,8 +68,8 @@ void pylon_hub_on_changes(void *ctx, const pylon_change *changes, size_t n)
         json_t *row = c->data        ? json_incref(c->data)
                       : c->data_text ? pylon_json_loadb(c->data_text, c->data_len, 0, NULL)
                                      : NULL;
-        json_t *j = pylon_change_event_json(c->entity, c->row_id, KINDS[c->kind], c->fields, row,
-                                            c->seq, "");
+        json_t *j = pylon_change_event_json(c->entity, c->row_id, pylon_change_kind_name(c->kind),
+                                            c->fields, row, c->seq, "");
         char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
         ev[i].e = pylon_manifest_entity(h->m, c->entity);

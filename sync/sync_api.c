@@ -146,8 +146,6 @@ typedef struct push_ctx {
     char *early_error; /* refused before the write (e.g. insert policy), after the ops sent */
 } push_ctx;
 
-static const char *const KINDS[] = {"insert", "update", "delete"};
-
 static bool push_authorize(pylon_write_req *req, pylon_write_op *op, const json_t *existing,
                            pylon_store_error *err)
 {
@@ -172,8 +170,8 @@ static void push_done(pylon_write_req *req)
             if (op->kind == PYLON_CHANGE_INSERT)
                 snprintf(msg, sizeof msg, "insert %s: %s", op->entity->name, op->err.message);
             else
-                snprintf(msg, sizeof msg, "%s %s/%s: %s", KINDS[op->kind], op->entity->name, op->id,
-                         op->err.message);
+                snprintf(msg, sizeof msg, "%s %s/%s: %s", pylon_change_kind_name(op->kind),
+                         op->entity->name, op->id, op->err.message);
             json_array_append_new(errors, json_string(msg));
         }
         break;
