@@ -586,8 +586,8 @@ static pylon_store_conn *sq_open(const char *target, bool writer, const pylon_ma
         }
         log_schema_changes(summary);
         free(summary);
-        /* The sync layer's bookkeeping: the compaction boundary, and the per-row index the
-         * compaction walks. */
+        /* The sync layer's bookkeeping: the seq floor a test reset leaves, and the per-row
+         * index the compaction walks. */
         if (!exec(c,
                   "CREATE TABLE IF NOT EXISTS _pylon_meta (key TEXT PRIMARY KEY, value INTEGER);"
                   "CREATE INDEX IF NOT EXISTS _pylon_changes_row ON _pylon_changes (entity, "
@@ -1264,8 +1264,7 @@ static bool sq_trim_changes(pylon_store_conn *c, int64_t done_upto, int64_t upto
         "WHERE n.seq > ?1 AND n.seq <= ?2 AND o.seq <= ?1)",
         "UPDATE _pylon_changes SET kind = 'insert', fields = NULL WHERE seq > ?1 AND seq <= ?2 "
         "AND kind = 'update'",
-        "DELETE FROM _pylon_op_ids WHERE seq <= ?2",
-        "INSERT OR REPLACE INTO _pylon_meta (key, value) VALUES ('compacted_upto', ?2)"};
+        "DELETE FROM _pylon_op_ids WHERE seq <= ?2"};
     for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
         sqlite3_stmt *st = prepare(c, sql[i], err);
         if (!st) return false;
