@@ -166,10 +166,16 @@ describe('shard SSE (GET /api/shards/<id>/connect)', { timeout: 30000 }, () => {
 });
 
 describe('matchmaker', { timeout: 30000 }, () => {
+  const players = (srv) => {
+    const guest = async () => (await request(srv.port, { method: 'POST', path: '/api/auth/guest' })).json;
+    const call = (g, method, p, body) => request(srv.port, { method, path: p, headers: { authorization: `Bearer ${g.token}` }, body: body && JSON.stringify(body) });
+    return { guest, call };
+  };
+
   it('refuses a body that is not a JSON object, a mode that is not a string or longer than 63 bytes; nothing is queued', async () => {
     const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN, PYLON_MATCH_SIZE: 2 } });
     try {
-      const g = (await request(srv.port, { method: 'POST', path: '/api/auth/guest' })).json;
+      const g = await players(srv).guest();
       const enqueue = (body) => request(srv.port, { method: 'POST', path: '/api/matchmaker/enqueue', headers: { authorization: `Bearer ${g.token}` }, body });
       for (const [body, code, why] of [
         ['{"mode": "duel"', 'INVALID_JSON', /must be a JSON object/],
@@ -198,9 +204,8 @@ describe('matchmaker', { timeout: 30000 }, () => {
   it('matches players of one mode in fixed-size groups into a new shard', async () => {
     const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN, PYLON_MATCH_SIZE: 2 } });
     try {
-      const guest = async () => (await request(srv.port, { method: 'POST', path: '/api/auth/guest' })).json;
+      const { guest, call } = players(srv);
       const [a, b, c] = [await guest(), await guest(), await guest()];
-      const call = (g, method, p, body) => request(srv.port, { method, path: p, headers: { authorization: `Bearer ${g.token}` }, body: body && JSON.stringify(body) });
       const anon = await request(srv.port, { method: 'POST', path: '/api/matchmaker/enqueue', body: '{}' });
       assert.equal(anon.status, 401);
       assert.deepEqual((await call(a, 'GET', '/api/matchmaker/status')).json, { status: 'idle' });
@@ -227,12 +232,6 @@ describe('matchmaker', { timeout: 30000 }, () => {
   });
 
   // Guests and a caller for one server; the matchmaker knows a player by the session's user id.
-  const players = (srv) => {
-    const guest = async () => (await request(srv.port, { method: 'POST', path: '/api/auth/guest' })).json;
-    const call = (g, method, p, body) => request(srv.port, { method, path: p, headers: { authorization: `Bearer ${g.token}` }, body: body && JSON.stringify(body) });
-    return { guest, call };
-  };
-
   it('enqueueing again replaces the earlier entry: queued once, in the new mode, matched only within it', async () => {
     const srv = await startPylon({ args: ['dev'], env: { PYLON_ADMIN_TOKEN: ADMIN, PYLON_MATCH_SIZE: 2 } });
     try {
